@@ -1,0 +1,3 @@
+from faasbox.cli.main import main
+
+main()

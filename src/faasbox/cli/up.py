@@ -1,0 +1,61 @@
+"""``faasbox up``: the whole platform in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from faasbox.config import Settings
+from faasbox.server import bind, run
+
+
+def up(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8080,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where state lives (SQLite, code, layers, logs).")
+    ] = Path(".faasbox"),
+    backend: Annotated[str, typer.Option(help="Sandbox backend.")] = "process",
+    deploy: Annotated[
+        list[Path] | None,
+        typer.Option("--deploy", "-f", help="Stack file(s) to deploy once the platform is up."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Server log level.")] = "warning",
+) -> None:
+    """Run the platform: gateway, registry, pools and sandboxes in one process."""
+    from faasbox.errors import FaasboxError
+    from faasbox.sandbox.backends import load_backend
+
+    try:
+        load_backend(backend)
+    except FaasboxError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    settings = Settings(data_dir=data_dir, backend=backend)
+
+    async def ready(url: str) -> None:
+        print(f"faasbox listening on {url}", flush=True)
+        for stack in deploy or []:
+            await asyncio.to_thread(_deploy_stack, url, stack)
+
+    try:
+        run(settings, sock, ready, log_level=log_level)
+    except KeyboardInterrupt:
+        pass
+
+
+def _deploy_stack(url: str, path: Path) -> None:
+    from faasbox.cli.deploy_util import deploy_stack_quiet
+
+    ok = deploy_stack_quiet(url, path)
+    if not ok:
+        print(f"warning: some functions in {path} failed to deploy", file=sys.stderr, flush=True)

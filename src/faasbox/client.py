@@ -1,0 +1,404 @@
+"""A small synchronous client for the faasbox HTTP API (see ``shared/API.md``).
+
+Used by the CLI and by ``faasbox up --deploy``. Every httpx error is mapped here, at the
+boundary, to one of two exceptions::
+
+    ClientError            the gateway answered with an error, or the exchange failed
+    └── GatewayUnreachable nothing listens at the gateway address (or it never answered
+                           the connection)
+
+``ClientError`` carries ``status`` (HTTP status, ``None`` when there was no answer),
+``code`` and ``message`` from the JSON error body, and ``detail`` (a build log, say).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypedDict, cast
+from urllib.parse import quote
+
+import httpx
+
+__all__ = [
+    "Activation",
+    "Client",
+    "ClientError",
+    "FunctionStatus",
+    "GatewayUnreachable",
+    "LogLine",
+    "normalize_url",
+]
+
+DEFAULT_GATEWAY = "http://127.0.0.1:8080"
+
+# A deploy with ?wait=true returns when the build is done: installing requirements can
+# take minutes, so reading its answer gets far more time than an ordinary call.
+BUILD_TIMEOUT = 900.0
+INVOKE_TIMEOUT = 600.0
+
+UploadProgress = Callable[[int, int], None]
+"""Called as ``(bytes_sent, bytes_total)`` while a deploy uploads its body."""
+
+
+class FunctionStatus(TypedDict, total=False):
+    name: str
+    namespace: str
+    runtime: str
+    handler: str
+    version: int
+    status: str
+    replicas: int
+    availableReplicas: int
+    invocationCount: int
+    envVars: dict[str, str]
+    secrets: list[str]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    limits: dict[str, str]
+    timeout: str
+    concurrency: int
+    createdAt: str | float
+    backend: str
+    buildLog: str
+
+
+class Activation(TypedDict, total=False):
+    callId: str
+    function: str
+    version: int
+    start: str | float
+    durationSeconds: float
+    statusCode: int
+    coldStart: bool
+    initMs: float
+    replica: str
+    error: str | None
+    state: str
+
+
+class LogLine(TypedDict, total=False):
+    name: str
+    instance: str
+    call_id: str | None
+    timestamp: str
+    text: str
+    stream: str
+
+
+class ClientError(Exception):
+    """The gateway answered with an error, or talking to it failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+class GatewayUnreachable(ClientError):
+    """Nothing answered at the gateway address."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"cannot reach faasbox at {url}")
+        self.url = url
+
+
+def normalize_url(url: str) -> str:
+    """``localhost:8080`` → ``http://localhost:8080``; no trailing slash."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    return url.rstrip("/")
+
+
+def error_from_response(response: httpx.Response, *, not_found: str | None = None) -> ClientError:
+    """Build a ``ClientError`` from an error answer, reading the JSON error shape if any."""
+    status = response.status_code
+    code: str | None = None
+    message: str | None = None
+    detail: str | None = None
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        code = _str_or_none(err.get("code"))
+        message = _str_or_none(err.get("message"))
+        detail = _str_or_none(err.get("detail"))
+    elif isinstance(body, dict) and isinstance(body.get("error"), str):
+        message = body["error"]
+    if message is None:
+        if status == 404 and not_found is not None:
+            message = not_found
+        else:
+            text = response.text.strip()
+            message = f"HTTP {status} {response.reason_phrase}".rstrip()
+            if text:
+                message += f": {text[:500]}"
+    return ClientError(message, status=status, code=code, detail=detail)
+
+
+def _str_or_none(value: object) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class Client:
+    """Synchronous client of one faasbox gateway. Use as a context manager, or ``close()``."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_GATEWAY,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = normalize_url(base_url)
+        url = httpx.URL(self.base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ClientError(f"invalid gateway URL {base_url!r}: use e.g. http://127.0.0.1:8080")
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": "faasbox-cli"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- management ------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self._json("GET", "/system/info"))
+
+    def healthy(self) -> bool:
+        """True when ``/healthz`` answers 200; raises ``GatewayUnreachable`` if nothing listens."""
+        return self._request("GET", "/healthz").status_code == 200
+
+    def deploy(
+        self,
+        spec: Mapping[str, Any],
+        zip_bytes: bytes,
+        *,
+        update: bool,
+        wait: bool = True,
+        on_upload: UploadProgress | None = None,
+    ) -> FunctionStatus:
+        """Upload a function version (POST to create, PUT with ``update=True``).
+
+        With ``wait`` the call returns when the version is ready, and a failed build raises
+        ``ClientError`` whose ``detail`` is the build log. A name that exists raises
+        ``ClientError`` with status 409 when ``update`` is false.
+        """
+        body, content_type = _multipart(spec, zip_bytes)
+        response = self._request(
+            "PUT" if update else "POST",
+            "/system/functions",
+            params={"wait": "true"} if wait else None,
+            content=_chunks(body, on_upload),
+            headers={"Content-Type": content_type, "Content-Length": str(len(body))},
+            timeout=httpx.Timeout(self.timeout, read=BUILD_TIMEOUT if wait else self.timeout),
+        )
+        self._check(response, not_found=_missing(str(spec.get("service", ""))))
+        return cast(FunctionStatus, _json_body(response))
+
+    def list_functions(self) -> list[FunctionStatus]:
+        return cast(list[FunctionStatus], self._json("GET", "/system/functions"))
+
+    def get_function(self, name: str) -> FunctionStatus:
+        path = f"/system/function/{_seg(name)}"
+        return cast(FunctionStatus, self._json("GET", path, not_found=_missing(name)))
+
+    def delete_function(self, name: str) -> None:
+        response = self._request("DELETE", "/system/functions", json={"functionName": name})
+        self._check(response, not_found=_missing(name))
+
+    def scale(self, name: str, replicas: int) -> None:
+        response = self._request(
+            "POST",
+            f"/system/scale-function/{_seg(name)}",
+            json={"serviceName": name, "replicas": replicas},
+        )
+        self._check(response, not_found=_missing(name))
+
+    def activations(self, name: str | None = None, limit: int | None = None) -> list[Activation]:
+        params: dict[str, str] = {}
+        if name:
+            params["name"] = name
+        if limit is not None:
+            params["limit"] = str(limit)
+        return cast(list[Activation], self._json("GET", "/system/activations", params=params))
+
+    def activation(self, call_id: str) -> Activation:
+        path = f"/system/activations/{_seg(call_id)}"
+        return cast(
+            Activation, self._json("GET", path, not_found=f"activation {call_id!r} not found")
+        )
+
+    # -- invoking and logs -----------------------------------------------------------
+
+    def invoke(
+        self,
+        name: str,
+        *,
+        data: bytes | None = None,
+        method: str | None = None,
+        path: str = "",
+        query: Sequence[tuple[str, str]] = (),
+        headers: Sequence[tuple[str, str]] = (),
+        timeout: float | None = INVOKE_TIMEOUT,
+    ) -> httpx.Response:
+        """Call ``/function/NAME[/path]`` and return the answer whatever its status.
+
+        The method defaults to POST when there is data, else GET. Only a failure to talk to
+        the gateway raises.
+        """
+        if path and not path.startswith("/"):
+            path = "/" + path
+        return self._request(
+            method or ("POST" if data is not None else "GET"),
+            f"/function/{_seg(name)}{quote(path)}",
+            params=list(query),
+            headers=list(headers),
+            content=data,
+            timeout=httpx.Timeout(self.timeout, read=timeout),
+        )
+
+    def logs(
+        self,
+        name: str,
+        *,
+        tail: int | None = None,
+        since: str | None = None,
+        follow: bool = False,
+    ) -> Iterator[LogLine]:
+        """Yield log lines as they arrive; with ``follow`` until the caller stops."""
+        params = {"name": name, "follow": "true" if follow else "false"}
+        if tail is not None:
+            params["tail"] = str(tail)
+        if since:
+            params["since"] = since
+        timeout = httpx.Timeout(self.timeout, read=None if follow else self.timeout)
+        try:
+            with self._http.stream("GET", "/system/logs", params=params, timeout=timeout) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise error_from_response(resp, not_found=_missing(name))
+                for raw in resp.iter_lines():
+                    if raw.strip():
+                        yield _log_line(raw)
+        except httpx.HTTPError as exc:
+            raise self._map(exc) from exc
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _json(self, method: str, path: str, *, not_found: str | None = None, **kw: Any) -> Any:
+        response = self._request(method, path, **kw)
+        self._check(response, not_found=not_found)
+        return _json_body(response)
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise self._map(exc) from exc
+
+    @staticmethod
+    def _check(response: httpx.Response, *, not_found: str | None = None) -> None:
+        if response.status_code >= 400:
+            raise error_from_response(response, not_found=not_found)
+
+    def _map(self, exc: httpx.HTTPError) -> ClientError:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return GatewayUnreachable(self.base_url)
+        if isinstance(exc, httpx.TimeoutException):
+            return ClientError(f"timed out waiting for faasbox at {self.base_url}")
+        if isinstance(exc, httpx.TransportError):
+            return ClientError(f"connection to faasbox at {self.base_url} failed: {exc}")
+        return ClientError(f"bad answer from faasbox at {self.base_url}: {exc}")
+
+
+def _missing(name: str) -> str:
+    return f"function {name!r} not found"
+
+
+def _seg(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        raise ClientError(
+            f"expected JSON from {response.request.url.path}, got {response.text[:200]!r}",
+            status=response.status_code,
+        ) from None
+
+
+def _log_line(raw: str) -> LogLine:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {"text": raw}
+    if not isinstance(value, dict):
+        return {"text": raw}
+    return cast(LogLine, value)
+
+
+def _multipart(spec: Mapping[str, Any], zip_bytes: bytes) -> tuple[bytes, str]:
+    """Encode the deploy body by hand so its length is known and its upload can be tracked."""
+    boundary = secrets.token_hex(16)
+    spec_json = json.dumps(dict(spec)).encode()
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="spec"\r\n'
+        "Content-Type: application/json\r\n\r\n"
+    ).encode()
+    code_head = (
+        f"\r\n--{boundary}\r\n"
+        'Content-Disposition: form-data; name="code"; filename="code.zip"\r\n'
+        "Content-Type: application/zip\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    body = head + spec_json + code_head + zip_bytes + tail
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def _chunks(
+    body: bytes, on_upload: UploadProgress | None, size: int = 64 * 1024
+) -> Iterator[bytes]:
+    total = len(body)
+    for start in range(0, total, size):
+        chunk = body[start : start + size]
+        yield chunk
+        if on_upload is not None:
+            on_upload(start + len(chunk), total)
+    if total == 0 and on_upload is not None:
+        on_upload(0, 0)

@@ -1,0 +1,21 @@
+"""Platform settings, built once in ``main``/the app factory and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(".faasbox")
+    backend: str = "process"
+    max_request_bytes: int = 6 * MiB
+    max_response_bytes: int = 6 * MiB
+    default_timeout: float = 30.0
+    default_memory_bytes: int = 256 * MiB
+    default_max_replicas: int = 5
+    default_idle_seconds: float = 300.0
+    init_timeout: float = 60.0

@@ -1,0 +1,1 @@
+"""The HTTP API (ASGI): management under /system, invocation under /function."""

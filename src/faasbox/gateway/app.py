@@ -1,0 +1,53 @@
+"""The ASGI app factory: one Platform, the invoke fast path, the management routes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from faasbox.config import Settings
+from faasbox.errors import FaasboxError
+from faasbox.gateway import errors, functions, observe
+from faasbox.gateway.invoke import PREFIX, InvokeHandler
+from faasbox.platform import Platform
+
+
+class Gateway:
+    """Routes ``/function/...`` straight to the invoke handler; everything else, including
+    the lifespan that starts and stops the platform, goes through Starlette."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.invoke = InvokeHandler(platform)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            await platform.start()
+            try:
+                yield
+            finally:
+                await platform.stop()
+
+        self.system = Starlette(
+            routes=[*functions.routes(platform), *observe.routes(platform)],
+            exception_handlers={
+                FaasboxError: errors.handle,
+                HTTPException: errors.handle,
+                Exception: errors.handle,
+            },
+            lifespan=lifespan,
+        )
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+            await self.invoke(scope, receive, send)
+        else:
+            await self.system(scope, receive, send)
+
+
+def create_app(settings: Settings) -> Gateway:
+    return Gateway(Platform(settings))

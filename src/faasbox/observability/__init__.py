@@ -1,0 +1,1 @@
+"""Logs, activation records and metrics."""

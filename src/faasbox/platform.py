@@ -1,0 +1,77 @@
+"""Builds every piece once and wires them together; the gateway gets the result."""
+
+from __future__ import annotations
+
+import logging
+import platform as _platform
+import sys
+
+from faasbox import __version__
+from faasbox.build.layers import LayerBuilder
+from faasbox.config import Settings
+from faasbox.deployer import Deployer
+from faasbox.observability.activations import ActivationLog
+from faasbox.observability.logs import LogHub
+from faasbox.observability.metrics import Metrics
+from faasbox.pool.factory import ReplicaFactory
+from faasbox.registry.sqlite import SqliteStore
+from faasbox.sandbox.backends import load_backend
+from faasbox.sandbox.safety import SafeBackend
+
+log = logging.getLogger("faasbox")
+
+
+class Platform:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data = settings.data_dir.resolve()
+        self.data_dir = data
+        self.store = SqliteStore(data / "faasbox.db")
+        self.logs = LogHub(data / "logs")
+        self.activations = ActivationLog(self.store)
+        self.backend = SafeBackend(load_backend(settings.backend))
+        self.factory = ReplicaFactory(
+            self.backend, data / "run", self.logs, init_timeout=settings.init_timeout
+        )
+        self.deployer = Deployer(
+            self.store,
+            LayerBuilder(data / "layers"),
+            self.factory,
+            self.logs,
+            data / "code",
+            default_memory=settings.default_memory_bytes,
+            default_timeout=settings.default_timeout,
+            max_request=settings.max_request_bytes,
+            max_response=settings.max_response_bytes,
+            default_max_replicas=settings.default_max_replicas,
+            default_idle=settings.default_idle_seconds,
+        )
+        self.metrics = Metrics(
+            lambda: {n: len(p.replicas) for n, p in self.deployer.pools.items()}
+        )
+
+    async def start(self) -> None:
+        await self.deployer.restore()
+        log.info("faasbox %s started data_dir=%s backend=%s", __version__, self.data_dir, self.backend.name)
+
+    async def stop(self) -> None:
+        await self.deployer.close()
+        await self.activations.flush()
+        await self.logs.flush()
+        self.store.close()
+
+    def info(self) -> dict[str, object]:
+        return {
+            "provider": {
+                "provider": "faasbox",
+                "orchestration": "embedded",
+                "version": {"release": __version__, "sha": ""},
+                "sandbox": {
+                    "backend": self.backend.name,
+                    "capabilities": sorted(self.backend.capabilities),
+                },
+            },
+            "version": {"release": __version__, "sha": ""},
+            "arch": _platform.machine(),
+            "python": sys.version.split()[0],
+        }

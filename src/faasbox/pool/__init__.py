@@ -1,0 +1,1 @@
+"""Pools: the warm replicas of each function, and the hot path to them."""

@@ -1,0 +1,234 @@
+"""One replica: a sandbox running the runtime, and the host end of its protocol.
+
+Responses are matched to requests by id in ``data_received``: no task per request and no
+reader loop, only the event loop's own socket callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from faasbox.errors import (
+    FaasboxError,
+    HandlerError,
+    InvocationTimeout,
+    OutOfMemory,
+    ReplicaFailed,
+    ResponseTooLarge,
+)
+from faasbox.runtime.protocol import PROTOCOL_VERSION, FrameDecoder, ProtocolError, encode
+from faasbox.sandbox.api import ExitStatus
+from faasbox.sandbox.safety import SafeSandbox
+from faasbox.units import format_bytes
+
+log = logging.getLogger("faasbox.replica")
+
+# (status, headers as [[name, value], ...], body)
+Response = tuple[int, list[list[str]], bytes]
+_ids = itertools.count(1)
+
+
+class Replica(asyncio.Protocol):
+    """States: starting → ready → (retiring) → dead. ``inflight`` counts taken slots."""
+
+    def __init__(
+        self,
+        *,
+        replica_id: str,
+        function: str,
+        version: int,
+        concurrency: int,
+        memory_bytes: int,
+        max_response: int,
+        on_slot_free: Callable[[Replica], None],
+        on_death: Callable[[Replica], None],
+    ) -> None:
+        self.id = replica_id
+        self.function = function
+        self.version = version
+        self.concurrency = concurrency
+        self.memory_bytes = memory_bytes
+        self.inflight = 0
+        self.alive = False
+        self.retiring = False
+        self.last_used = time.monotonic()
+        self.init_ms = 0.0
+        self.sandbox: SafeSandbox | None = None
+        self._on_slot_free = on_slot_free
+        self._on_death = on_death
+        self._pending: dict[int, asyncio.Future[Response]] = {}
+        self._call_ids: dict[int, str] = {}
+        self._transport: asyncio.Transport | None = None
+        self._decoder = FrameDecoder(self._on_frame, max_body=max_response + 65536)
+        self._startup: asyncio.Future[dict[str, Any]] | None = None
+        self._death_reason: str | None = None
+        self._kill_reason: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self, sandbox: SafeSandbox, init: dict[str, Any], timeout: float) -> None:
+        """Attach to a freshly created sandbox, run the init handshake, become ready."""
+        loop = asyncio.get_running_loop()
+        self.sandbox = sandbox
+        self._startup = loop.create_future()
+        sandbox.exited.add_done_callback(self._on_exit)
+        await loop.create_unix_connection(lambda: self, sock=sandbox.channel)
+        t0 = time.perf_counter()
+        try:
+            hello = await asyncio.wait_for(asyncio.shield(self._startup), timeout)
+            if hello.get("t") != "hello" or hello.get("v") != PROTOCOL_VERSION:
+                raise ReplicaFailed(f"runtime spoke an unknown protocol: {hello!r:.200}")
+            self._startup = loop.create_future()
+            self._write(encode(init))
+            ready = await asyncio.wait_for(asyncio.shield(self._startup), timeout)
+        except TimeoutError:
+            await self.destroy("start timed out")
+            raise ReplicaFailed(f"replica did not start within {timeout:g}s") from None
+        except FaasboxError:
+            await self.destroy("start failed")
+            raise
+        if ready.get("t") == "init_error":
+            await self.destroy("init failed")
+            raise ReplicaFailed(
+                f"handler failed to load: {ready.get('type')}: {ready.get('message')}"
+            )
+        self.init_ms = (time.perf_counter() - t0) * 1000
+        self.alive = True
+        self._startup = None
+
+    async def destroy(self, reason: str = "destroyed") -> None:
+        self._die(reason, ReplicaFailed(f"replica {reason}"))
+        if self.sandbox is not None:
+            await self.sandbox.destroy()
+
+    def _die(self, reason: str, exc: FaasboxError) -> None:
+        was_alive = self.alive or self._death_reason is None
+        if self._death_reason is None:
+            self._death_reason = reason
+        self.alive = False
+        if self._startup is not None and not self._startup.done():
+            self._startup.set_exception(exc)
+            # Nobody may be waiting yet; avoid "exception was never retrieved".
+            self._startup.exception()
+        pending, self._pending = self._pending, {}
+        self._call_ids.clear()
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self.inflight = 0
+        if self._transport is not None:
+            self._transport.close()
+        if was_alive:
+            self._on_death(self)
+
+    def _on_exit(self, fut: asyncio.Future[ExitStatus]) -> None:
+        if self._death_reason is not None:
+            return
+        status = fut.result()
+        log.warning("replica exited function=%s replica=%s %s", self.function, self.id, status.describe())
+        if status.oom_killed:
+            exc: FaasboxError = OutOfMemory(
+                f"out of memory (limit {format_bytes(self.memory_bytes)}): replica was killed"
+            )
+        else:
+            exc = ReplicaFailed(f"replica crashed ({status.describe()})")
+        self._die(status.describe(), exc)
+        if self.sandbox is not None:
+            asyncio.ensure_future(self.sandbox.destroy())
+
+    # -- invocations -------------------------------------------------------------
+    def call(self, head: dict[str, Any], body: bytes, timeout: float) -> asyncio.Future[Response]:
+        """Send one invocation; the future resolves with the response or an InvocationError."""
+        rid = next(_ids)
+        head["id"] = rid
+        loop = asyncio.get_running_loop()
+        self._write(encode(head, body))
+        fut: asyncio.Future[Response] = loop.create_future()
+        self._pending[rid] = fut
+        self._call_ids[rid] = head.get("cid", "")
+        self.inflight += 1
+        handle = loop.call_later(timeout, self._on_timeout, rid, timeout)
+        fut.add_done_callback(lambda _f: handle.cancel())
+        return fut
+
+    def current_call_id(self) -> str:
+        """The call in flight when there is exactly one; for attributing untagged output."""
+        if len(self._call_ids) == 1:
+            return next(iter(self._call_ids.values()))
+        return ""
+
+    def _on_timeout(self, rid: int, timeout: float) -> None:
+        fut = self._pending.pop(rid, None)
+        if fut is None:
+            return
+        if not fut.done():
+            fut.set_exception(InvocationTimeout(f"function timed out after {timeout:g}s"))
+        # The runtime is stuck in the handler: it cannot be trusted with another call.
+        asyncio.ensure_future(self.destroy("timed out"))
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise ReplicaFailed(f"replica {self.id} is not connected")
+        self._transport.write(data)
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._decoder.feed(data)
+        except ProtocolError as exc:
+            limit_hit = "exceeds" in str(exc)
+            err: FaasboxError = (
+                ResponseTooLarge(f"response too large: {exc}")
+                if limit_hit
+                else ReplicaFailed(f"runtime protocol violation: {exc}")
+            )
+            self._die("protocol violation", err)
+            if self.sandbox is not None:
+                asyncio.ensure_future(self.sandbox.destroy())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._death_reason is None:
+            self._die("channel closed", ReplicaFailed("replica closed its channel"))
+            if self.sandbox is not None:
+                asyncio.ensure_future(self.sandbox.destroy())
+
+    def _on_frame(self, head: dict[str, Any], body: bytes) -> None:
+        t = head.get("t")
+        if t == "res" or t == "err":
+            rid = head.get("id")
+            fut = self._pending.pop(rid, None)  # type: ignore[arg-type]
+            self._call_ids.pop(rid, None)  # type: ignore[arg-type]
+            if fut is None:
+                return  # timed out already
+            self.inflight -= 1
+            self.last_used = time.monotonic()
+            if not fut.done():
+                if t == "res":
+                    fut.set_result((int(head.get("s", 200)), head.get("h") or [], body))
+                else:
+                    fut.set_exception(self._error(head))
+            if self._kill_reason is not None:
+                self._die(self._kill_reason, ReplicaFailed(f"replica {self._kill_reason}"))
+                if self.sandbox is not None:
+                    asyncio.ensure_future(self.sandbox.destroy())
+            elif self.alive:
+                self._on_slot_free(self)
+        elif self._startup is not None and not self._startup.done():
+            self._startup.set_result(head)
+
+    def _error(self, head: dict[str, Any]) -> FaasboxError:
+        kind, message = str(head.get("type", "Error")), str(head.get("message", ""))
+        if kind == "MemoryError":
+            # Its heap may be in any state now: replace it.
+            self._kill_reason = "ran out of memory"
+            return OutOfMemory(f"out of memory (limit {format_bytes(self.memory_bytes)})")
+        if kind == "ResponseTooLarge":
+            return ResponseTooLarge(message)
+        return HandlerError(f"{kind}: {message}" if message else kind)

@@ -1,0 +1,1 @@
+"""The registry: functions, their immutable versions, and activation records."""

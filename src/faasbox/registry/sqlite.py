@@ -1,0 +1,234 @@
+"""SQLite (WAL) registry. One connection, used from worker threads under a lock, so the
+event loop never waits on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from faasbox.errors import Conflict, FunctionNotFound
+from faasbox.registry.api import ActivationRecord, FunctionRecord, VersionRecord
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS functions (
+    name TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    current_version INTEGER,
+    latest_version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    bundle_sha TEXT NOT NULL,
+    status TEXT NOT NULL,
+    build_log TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    PRIMARY KEY (function, version)
+);
+CREATE TABLE IF NOT EXISTS activations (
+    call_id TEXT PRIMARY KEY,
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    duration_s REAL NOT NULL,
+    status INTEGER NOT NULL,
+    cold INTEGER NOT NULL,
+    init_ms REAL NOT NULL,
+    replica TEXT NOT NULL,
+    error TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS activations_by_function ON activations(function, start_ns);
+CREATE INDEX IF NOT EXISTS activations_by_start ON activations(start_ns);
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: Path, *, max_activations: int = 100_000) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        self._max_activations = max_activations
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(self._db)
+
+        return await asyncio.to_thread(locked)
+
+    # -- functions and versions ----------------------------------------------------------
+    async def create_function(self, name: str, spec: dict[str, Any], bundle_sha: str) -> int:
+        def tx(db: sqlite3.Connection) -> int:
+            now = time.time()
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute(
+                        "INSERT INTO functions(name, created_at, latest_version) VALUES (?, ?, 1)",
+                        (name, now),
+                    )
+                except sqlite3.IntegrityError:
+                    raise Conflict(
+                        f"function {name!r} already exists; deploy a new version with PUT"
+                    ) from None
+                db.execute(
+                    "INSERT INTO versions VALUES (?, 1, ?, ?, 'building', '', ?)",
+                    (name, json.dumps(spec), bundle_sha, now),
+                )
+            return 1
+
+        return await self._run(tx)
+
+    async def add_version(self, name: str, spec: dict[str, Any], bundle_sha: str) -> int:
+        def tx(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                row = db.execute(
+                    "SELECT latest_version FROM functions WHERE name = ?", (name,)
+                ).fetchone()
+                if row is None:
+                    raise FunctionNotFound(name)
+                version = int(row[0]) + 1
+                db.execute(
+                    "UPDATE functions SET latest_version = ? WHERE name = ?", (version, name)
+                )
+                db.execute(
+                    "INSERT INTO versions VALUES (?, ?, ?, ?, 'building', '', ?)",
+                    (name, version, json.dumps(spec), bundle_sha, time.time()),
+                )
+            return version
+
+        return await self._run(tx)
+
+    async def finish_version(
+        self, name: str, version: int, *, status: str, build_log: str
+    ) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    "UPDATE versions SET status = ?, build_log = ? WHERE function = ? AND version = ?",
+                    (status, build_log, name, version),
+                )
+                if status == "ready":
+                    db.execute(
+                        "UPDATE functions SET current_version = ? WHERE name = ? "
+                        "AND (current_version IS NULL OR current_version < ?)",
+                        (version, name, version),
+                    )
+
+        await self._run(tx)
+
+    @staticmethod
+    def _version(row: tuple[Any, ...]) -> VersionRecord:
+        return VersionRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
+
+    def _get(self, db: sqlite3.Connection, name: str) -> FunctionRecord | None:
+        row = db.execute(
+            "SELECT name, created_at, current_version, latest_version FROM functions WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            return None
+        v = db.execute(
+            "SELECT * FROM versions WHERE function = ? AND version = ?", (name, row[3])
+        ).fetchone()
+        return FunctionRecord(row[0], row[1], row[2], self._version(v))
+
+    async def get_function(self, name: str) -> FunctionRecord | None:
+        return await self._run(lambda db: self._get(db, name))
+
+    async def get_version(self, name: str, version: int) -> VersionRecord | None:
+        def q(db: sqlite3.Connection) -> VersionRecord | None:
+            row = db.execute(
+                "SELECT * FROM versions WHERE function = ? AND version = ?", (name, version)
+            ).fetchone()
+            return self._version(row) if row else None
+
+        return await self._run(q)
+
+    async def list_functions(self) -> list[FunctionRecord]:
+        def q(db: sqlite3.Connection) -> list[FunctionRecord]:
+            names = [r[0] for r in db.execute("SELECT name FROM functions ORDER BY name")]
+            return [rec for n in names if (rec := self._get(db, n)) is not None]
+
+        return await self._run(q)
+
+    async def delete_function(self, name: str) -> bool:
+        def tx(db: sqlite3.Connection) -> bool:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM versions WHERE function = ?", (name,))
+                return db.execute("DELETE FROM functions WHERE name = ?", (name,)).rowcount > 0
+
+        return await self._run(tx)
+
+    # -- activations -----------------------------------------------------------------------
+    async def add_activations(self, records: list[ActivationRecord]) -> None:
+        rows = [
+            (
+                r.call_id, r.function, r.version, r.start_ns, r.duration_s, r.status,
+                int(r.cold), r.init_ms, r.replica, r.error,
+            )
+            for r in records
+        ]
+
+        def tx(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN")
+                db.executemany(
+                    "INSERT OR REPLACE INTO activations VALUES (?,?,?,?,?,?,?,?,?,?)", rows
+                )
+                # Keep the table bounded: drop the oldest beyond the cap.
+                db.execute(
+                    "DELETE FROM activations WHERE start_ns < (SELECT start_ns FROM activations "
+                    "ORDER BY start_ns DESC LIMIT 1 OFFSET ?)",
+                    (self._max_activations,),
+                )
+
+        await self._run(tx)
+
+    @staticmethod
+    def _activation(row: tuple[Any, ...]) -> ActivationRecord:
+        return ActivationRecord(
+            row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8], row[9]
+        )
+
+    async def list_activations(self, name: str | None, limit: int) -> list[ActivationRecord]:
+        def q(db: sqlite3.Connection) -> list[ActivationRecord]:
+            if name:
+                cur = db.execute(
+                    "SELECT * FROM activations WHERE function = ? ORDER BY start_ns DESC LIMIT ?",
+                    (name, limit),
+                )
+            else:
+                cur = db.execute(
+                    "SELECT * FROM activations ORDER BY start_ns DESC LIMIT ?", (limit,)
+                )
+            return [self._activation(r) for r in cur]
+
+        return await self._run(q)
+
+    async def get_activation(self, call_id: str) -> ActivationRecord | None:
+        def q(db: sqlite3.Connection) -> ActivationRecord | None:
+            row = db.execute("SELECT * FROM activations WHERE call_id = ?", (call_id,)).fetchone()
+            return self._activation(row) if row else None
+
+        return await self._run(q)

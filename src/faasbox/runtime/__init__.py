@@ -1,0 +1,1 @@
+"""Runtimes: the programs that run inside a sandbox, and the host side of their protocol."""

@@ -1,0 +1,71 @@
+"""Host side of the runtime protocol (version 1; the message list is in
+``faasbox/runtime/python/bootstrap.py``).
+
+A frame is ``<II`` (header length, body length), a small JSON header and raw body bytes.
+Bodies are never encoded: they travel as bytes from the HTTP request to the handler.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PROTOCOL_VERSION = 1
+HEAD = struct.Struct("<II")
+MAX_HEADER = 1024 * 1024
+
+BOOTSTRAP = Path(__file__).parent / "python" / "bootstrap.py"
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class ProtocolError(Exception):
+    """The runtime sent something that is not a valid frame."""
+
+
+def encode(head: dict[str, Any], body: bytes = b"") -> bytes:
+    h = _dumps(head).encode()
+    return HEAD.pack(len(h), len(body)) + h + body
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed`` bytes, get ``on_frame(head, body)`` calls.
+
+    ``max_body`` bounds what a runtime may send in one frame; a larger frame raises
+    ``ProtocolError`` before its body is buffered, so a hostile runtime cannot make the host
+    hold more than the limit in memory.
+    """
+
+    __slots__ = ("_buf", "_max_body", "_on_frame")
+
+    def __init__(
+        self, on_frame: Callable[[dict[str, Any], bytes], None], max_body: int
+    ) -> None:
+        self._buf = bytearray()
+        self._on_frame = on_frame
+        self._max_body = max_body
+
+    def feed(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        while len(buf) >= 8:
+            hlen, blen = HEAD.unpack_from(buf)
+            if hlen > MAX_HEADER:
+                raise ProtocolError(f"frame header of {hlen} bytes")
+            if blen > self._max_body:
+                raise ProtocolError(f"frame body of {blen} bytes exceeds {self._max_body}")
+            end = 8 + hlen + blen
+            if len(buf) < end:
+                return
+            try:
+                head = json.loads(buf[8 : 8 + hlen])
+            except ValueError as exc:
+                raise ProtocolError(f"malformed frame header: {exc}") from None
+            if not isinstance(head, dict):
+                raise ProtocolError("frame header is not an object")
+            body = bytes(buf[8 + hlen : end])
+            del buf[:end]
+            self._on_frame(head, body)

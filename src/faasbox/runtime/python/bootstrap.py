@@ -1,0 +1,381 @@
+"""The faasbox Python runtime: runs inside a sandbox, serves one function.
+
+Standard library only, and free of faasbox imports: it runs in the sandbox's interpreter,
+which sees nothing of the platform's own environment.
+
+Protocol (version 1) over the channel socket whose descriptor is in FAASBOX_CHANNEL_FD.
+Every frame is ``<II`` (header length, body length), a JSON header, then raw body bytes:
+
+    runtime → host  {"t": "hello", "v": 1, "pid": N}                       once at start
+    host → runtime  {"t": "init", "v": 1, "code": dir, "layers": [dir...],
+                     "handler": "module.func", "function": name,
+                     "concurrency": N, "max_response": bytes}              once
+    runtime → host  {"t": "ready", "init_ms": f} | {"t": "init_error", "type", "message"}
+    host → runtime  {"t": "run", "id": N, "cid": call_id, "m": method, "p": path,
+                     "q": query, "h": [[k, v]...], "dl": unix_deadline} + body
+    runtime → host  {"t": "res", "id": N, "s": status, "h": [[k, v]...]} + body
+                  | {"t": "err", "id": N, "type": name, "message": text}
+
+Output from print() and logging goes to stdout/stderr, each line prefixed with
+``\\x1e<call id>\\x1f`` so the host can file it under the invocation that wrote it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextvars
+import importlib
+import inspect
+import json
+import os
+import site
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+PROTOCOL_VERSION = 1
+_HEAD = struct.Struct("<II")
+_local = threading.local()
+_call_id: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="")
+
+
+class TaggedStream:
+    """A text stream that writes whole lines tagged with the current call id."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self.encoding = "utf-8"
+        self.errors = "replace"
+
+    def _pending(self) -> list[str]:
+        buf = getattr(_local, "pending", None)
+        if buf is None:
+            buf = _local.pending = {}
+        return buf.setdefault(self._fd, [])
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        pending = self._pending()
+        pending.append(s)
+        if "\n" in s:
+            text = "".join(pending)
+            pending.clear()
+            head, _, tail = text.rpartition("\n")
+            if tail:
+                pending.append(tail)
+            self._emit(head.split("\n"))
+        return len(s)
+
+    def _emit(self, lines: list[str]) -> None:
+        tag = "\x1e" + _call_id.get() + "\x1f"
+        data = "".join(tag + line + "\n" for line in lines).encode("utf-8", "replace")
+        with self._lock:
+            try:
+                while data:
+                    n = os.write(self._fd, data)
+                    data = data[n:]
+            except OSError:
+                pass
+
+    def flush(self) -> None:
+        pending = self._pending()
+        if pending:
+            text = "".join(pending)
+            pending.clear()
+            self._emit([text])
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+
+class Headers(dict):  # type: ignore[type-arg]
+    """Case-insensitive header mapping (keys stored lower-case)."""
+
+    def __init__(self, pairs: list[list[str]]) -> None:
+        super().__init__()
+        for k, v in pairs:
+            k = k.lower()
+            dict.__setitem__(self, k, f"{self[k]}, {v}" if k in self else v)
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict.get(self, key.lower(), default)
+
+
+class Event:
+    __slots__ = ("body", "headers", "method", "path", "query", "query_string")
+
+    def __init__(self, head: dict[str, Any], body: bytes) -> None:
+        self.body = body
+        self.headers = Headers(head.get("h", []))
+        self.method = head.get("m", "GET")
+        self.path = head.get("p", "/")
+        self.query_string = head.get("q", "")
+        self.query = _parse_query(self.query_string)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+class Context:
+    __slots__ = ("call_id", "deadline", "function_name")
+
+    def __init__(self, call_id: str, function_name: str, deadline: float) -> None:
+        self.call_id = call_id
+        self.function_name = function_name
+        self.deadline = deadline
+
+    def remaining_time(self) -> float:
+        return max(0.0, self.deadline - time.time())
+
+    # The Lambda spelling, so handlers written for Lambda read naturally.
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.remaining_time() * 1000)
+
+    @property
+    def aws_request_id(self) -> str:
+        return self.call_id
+
+
+def _parse_query(q: str) -> dict[str, str]:
+    if not q:
+        return {}
+    from urllib.parse import parse_qsl
+
+    out: dict[str, str] = {}
+    for k, v in parse_qsl(q, keep_blank_values=True):
+        out.setdefault(k, v)
+    return out
+
+
+def _to_body(value: Any) -> tuple[bytes, str]:
+    if value is None:
+        return b"", ""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value), "application/octet-stream"
+    if isinstance(value, str):
+        return value.encode("utf-8"), "text/plain; charset=utf-8"
+    return json.dumps(value, separators=(",", ":"), default=str).encode(), "application/json"
+
+
+def to_response(result: Any) -> tuple[int, list[list[str]], bytes]:
+    """Map a handler's return value to (status, headers, body); see docs/handlers.md."""
+    if isinstance(result, dict) and "statusCode" in result:
+        status = int(result["statusCode"])
+        raw = result.get("body")
+        if result.get("isBase64Encoded") and isinstance(raw, str):
+            body, ctype = base64.b64decode(raw), "application/octet-stream"
+        else:
+            body, ctype = _to_body(raw)
+        headers = [[str(k), str(v)] for k, v in (result.get("headers") or {}).items()]
+        for k, vs in (result.get("multiValueHeaders") or {}).items():
+            headers.extend([str(k), str(v)] for v in vs)
+    else:
+        status = 200
+        body, ctype = _to_body(result)
+        headers = []
+    if ctype and not any(k.lower() == "content-type" for k, _ in headers):
+        headers.append(["content-type", ctype])
+    return status, headers, body
+
+
+class Runtime:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.send_lock = threading.Lock()
+        self.rbuf = bytearray()
+        self.handler: Any = None
+        self.classic = False
+        self.is_async = False
+        self.function = ""
+        self.max_response = 6 * 1024 * 1024
+        self.executor: ThreadPoolExecutor | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- channel -----------------------------------------------------------------
+    def send(self, head: dict[str, Any], body: bytes = b"") -> None:
+        h = json.dumps(head, separators=(",", ":")).encode()
+        data = _HEAD.pack(len(h), len(body)) + h + body if len(body) < 65536 else None
+        with self.send_lock:
+            if data is not None:
+                self.sock.sendall(data)
+            else:
+                self.sock.sendall(_HEAD.pack(len(h), len(body)) + h)
+                self.sock.sendall(body)
+
+    def _fill(self, n: int) -> bool:
+        while len(self.rbuf) < n:
+            chunk = self.sock.recv(max(262144, n - len(self.rbuf)))
+            if not chunk:
+                return False
+            self.rbuf += chunk
+        return True
+
+    def recv(self) -> tuple[dict[str, Any], bytes] | None:
+        if not self._fill(8):
+            return None
+        hlen, blen = _HEAD.unpack_from(self.rbuf)
+        if not self._fill(8 + hlen + blen):
+            return None
+        head = json.loads(self.rbuf[8 : 8 + hlen])
+        body = bytes(self.rbuf[8 + hlen : 8 + hlen + blen])
+        del self.rbuf[: 8 + hlen + blen]
+        return head, body
+
+    # -- init --------------------------------------------------------------------
+    def init(self, msg: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            for layer in reversed(msg.get("layers", [])):
+                site.addsitedir(layer)  # processes .pth files too
+                sys.path.remove(layer)
+                sys.path.insert(0, layer)
+            sys.path.insert(0, msg["code"])
+            self.function = msg.get("function", "")
+            self.max_response = int(msg.get("max_response", self.max_response))
+            module_name, _, func_name = msg["handler"].rpartition(".")
+            if not module_name or not func_name:
+                raise ValueError(f"handler {msg['handler']!r} must be 'module.function'")
+            module = importlib.import_module(module_name)
+            fn = getattr(module, func_name, None)
+            if fn is None:
+                raise AttributeError(f"module {module_name!r} has no function {func_name!r}")
+            if not callable(fn):
+                raise TypeError(f"{msg['handler']!r} is not callable")
+            self.handler = fn
+            self.is_async = inspect.iscoroutinefunction(fn)
+            params = [
+                p
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            self.classic = len(params) == 1
+            concurrency = int(msg.get("concurrency", 1))
+            if self.is_async:
+                self.loop = asyncio.new_event_loop()
+                threading.Thread(target=self.loop.run_forever, daemon=True).start()
+            elif concurrency > 1:
+                self.executor = ThreadPoolExecutor(concurrency, thread_name_prefix="invoke")
+        except BaseException as exc:  # noqa: BLE001 - report any import failure to the host
+            traceback.print_exc()
+            sys.stderr.flush()
+            self.send({"t": "init_error", "type": type(exc).__name__, "message": str(exc)})
+            raise SystemExit(3) from None
+        self.send({"t": "ready", "init_ms": (time.perf_counter() - t0) * 1000})
+
+    # -- invocations -------------------------------------------------------------
+    def _args(self, head: dict[str, Any], body: bytes) -> tuple[Any, ...]:
+        if self.classic:
+            return (body.decode("utf-8", "replace"),)
+        ctx = Context(head.get("cid", ""), self.function, float(head.get("dl", 0)))
+        return (Event(head, body), ctx)
+
+    def _reply(self, rid: int, result: Any) -> None:
+        status, headers, body = to_response(result)
+        if len(body) > self.max_response:
+            self.send(
+                {
+                    "t": "err",
+                    "id": rid,
+                    "type": "ResponseTooLarge",
+                    "message": f"response body of {len(body)} bytes exceeds the limit of {self.max_response} bytes",
+                }
+            )
+            return
+        self.send({"t": "res", "id": rid, "s": status, "h": headers}, body)
+
+    def _fail(self, rid: int, exc: BaseException) -> None:
+        traceback.print_exc()
+        self.send({"t": "err", "id": rid, "type": type(exc).__name__, "message": str(exc)})
+
+    def _flush_logs(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+    def run_sync(self, head: dict[str, Any], body: bytes) -> None:
+        rid = head["id"]
+        token = _call_id.set(head.get("cid", ""))
+        try:
+            result = self.handler(*self._args(head, body))
+        except Exception as exc:  # noqa: BLE001 - errors are data for the host
+            self._fail(rid, exc)
+        else:
+            try:
+                self._reply(rid, result)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(rid, exc)
+        finally:
+            self._flush_logs()
+            _call_id.reset(token)
+
+    async def run_async(self, head: dict[str, Any], body: bytes) -> None:
+        rid = head["id"]
+        _call_id.set(head.get("cid", ""))
+        try:
+            result = await self.handler(*self._args(head, body))
+            self._reply(rid, result)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(rid, exc)
+
+    def serve(self) -> None:
+        self.send({"t": "hello", "v": PROTOCOL_VERSION, "pid": os.getpid(), "runtime": "python3"})
+        msg = self.recv()
+        if msg is None:
+            return
+        if msg[0].get("t") != "init":
+            raise SystemExit(f"expected init, got {msg[0].get('t')!r}")
+        self.init(msg[0])
+        while True:
+            msg = self.recv()
+            if msg is None:
+                return
+            head, body = msg
+            if head.get("t") != "run":
+                continue
+            if self.loop is not None:
+                asyncio.run_coroutine_threadsafe(self.run_async(head, body), self.loop)
+            elif self.executor is not None:
+                self.executor.submit(self.run_sync, head, body)
+            else:
+                self.run_sync(head, body)
+
+
+def main() -> None:
+    fd = int(os.environ.pop("FAASBOX_CHANNEL_FD", "3"))
+    sys.stdout = TaggedStream(1)  # type: ignore[assignment]
+    sys.stderr = TaggedStream(2)  # type: ignore[assignment]
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(fileno=fd)
+    Runtime(sock).serve()
+
+
+if __name__ == "__main__":
+    main()

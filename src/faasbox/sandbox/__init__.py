@@ -1,0 +1,1 @@
+"""Sandboxes: where replicas run. The seam is ``api.SandboxBackend``."""

@@ -1,0 +1,89 @@
+"""The sandbox seam: one small Protocol, several one-file backends.
+
+Behaviour every backend must have (checked by ``tests/sandbox/test_contract.py``, run
+against each backend, and enforced for all of them by ``safety.SafeSandbox``):
+
+- ``create`` starts the runtime command inside a fresh sandbox and returns once the
+  process exists; the host end of the channel socket is ``Sandbox.channel``.
+- Everything the process writes to stdout/stderr reaches ``on_output(stream, data)``.
+- ``exited`` resolves with the ``ExitStatus`` when the sandbox's main process is gone,
+  whatever the cause (normal exit, crash, kill, limit).
+- ``destroy`` kills every process of the sandbox and frees what it held; calling it twice
+  is harmless; any other call after it raises ``SandboxDead``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# stream is "stdout" or "stderr"; data is raw bytes as read from the pipe.
+OutputSink = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int = 256 * 1024 * 1024
+    cpu: float | None = None  # cores; None = unlimited
+    max_file_bytes: int = 64 * 1024 * 1024
+    pids: int = 128
+    open_files: int = 1024
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    sandbox_id: str
+    argv: list[str]
+    env: dict[str, str]
+    # A private writable directory: the process's cwd and its /tmp.
+    workdir: Path
+    # Directories the runtime must read (code, dependency layers, the runtime itself).
+    read_only: list[Path] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    returncode: int | None  # None when killed by a signal
+    signal: int | None = None
+    oom_killed: bool = False
+
+    def describe(self) -> str:
+        if self.oom_killed:
+            return "killed: out of memory"
+        if self.signal is not None:
+            import signal as _signal
+
+            try:
+                name = _signal.Signals(self.signal).name
+            except ValueError:
+                name = str(self.signal)
+            return f"killed by signal {name}"
+        return f"exited with code {self.returncode}"
+
+
+class Sandbox(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def channel(self) -> socket.socket:
+        """Host end of the runtime's channel (a connected stream socket)."""
+        ...
+
+    @property
+    def exited(self) -> asyncio.Future[ExitStatus]: ...
+
+    async def destroy(self) -> None: ...
+
+
+class SandboxBackend(Protocol):
+    name: str
+    # Guarantees the backend gives, e.g. {"rlimits"} or {"namespaces", "cgroups", "seccomp"}.
+    capabilities: frozenset[str]
+
+    async def create(self, spec: SandboxSpec, on_output: OutputSink) -> Sandbox: ...
