@@ -31,6 +31,9 @@ from __future__ import annotations
 class FaasboxError(Exception):
     status = 500
     code = "internal"
+    # Set on the invoke path, for the activation record of a failed call.
+    replica = ""
+    version = 0
 
     def __init__(self, message: str, *, detail: str | None = None) -> None:
         super().__init__(message)

@@ -99,6 +99,7 @@ class InvokeHandler:
         except FaasboxError as exc:
             status, rbody, out = exc.status, error_json(exc.status, exc.code, exc.message), list(_JSON)
             error = f"{exc.code}: {exc.message}"
+            replica, version = exc.replica, exc.version or version
         duration = time.perf_counter() - t0
         out.append((b"content-length", str(len(rbody)).encode()))
         out.append((b"x-call-id", call_id.encode()))

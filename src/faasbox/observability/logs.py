@@ -76,18 +76,12 @@ class _ReplicaStream:
         )
         self.refilled = now
         if self.tokens < len(data):
+            if not self.dropped:
+                asyncio.get_running_loop().call_later(1.0, self._report_drops)
             self.dropped += len(data)
             self.partial[stream] = b""
             return
         self.tokens -= len(data)
-        if self.dropped:
-            self._emit(
-                stream,
-                "",
-                f"[faasbox] output over {self.hub.rate_bytes // 1024} KiB/s: "
-                f"{self.dropped} bytes dropped",
-            )
-            self.dropped = 0
         buf = self.partial[stream] + data
         *lines, rest = buf.split(b"\n")
         if len(rest) > MAX_LINE:
@@ -104,6 +98,16 @@ class _ReplicaStream:
             if len(raw) > MAX_LINE:
                 raw = raw[:MAX_LINE] + b"...[truncated]"
             self._emit(stream, call_id, raw.decode("utf-8", "replace"))
+
+    def _report_drops(self) -> None:
+        if self.dropped:
+            self._emit(
+                "stderr",
+                "",
+                f"[faasbox] output over {self.hub.rate_bytes // 1024} KiB/s: "
+                f"{self.dropped} bytes dropped",
+            )
+            self.dropped = 0
 
     def _emit(self, stream: str, call_id: str, text: str) -> None:
         self.hub.add(

@@ -60,7 +60,11 @@ class FunctionPool:
         if replica is None:
             replica, cold = await self._acquire_slow()
         replica.last_used = time.monotonic()
-        response = await replica.call(head, body, self.deployment.timeout)
+        try:
+            response = await replica.call(head, body, self.deployment.timeout)
+        except FaasboxError as exc:
+            exc.replica, exc.version = replica.id, replica.version
+            raise
         return Invocation(
             response, cold, replica.init_ms if cold else 0.0, replica.id, replica.version
         )

@@ -1,0 +1,1 @@
+"""Build: bundle → runnable version (safe unpack, dependency layer, handler check)."""

@@ -1,0 +1,179 @@
+"""Every failure of the invoke path, through real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support import deploy, error_code, wait_for
+
+
+def test_handler_exception_is_500_and_replica_stays_warm(client: httpx.Client) -> None:
+    code = """
+    def handle(event, context):
+        if event.query.get("fail"):
+            raise ValueError("bad value here")
+        return "fine"
+    """
+    deploy(client, "fail-raise", code)
+    ok = client.get("/function/fail-raise")
+    r = client.get("/function/fail-raise?fail=1")
+    assert r.status_code == 500
+    assert error_code(r) == "handler_error"
+    assert "ValueError" in r.json()["error"]["message"]
+    assert "bad value here" in r.json()["error"]["message"]
+    again = client.get("/function/fail-raise")
+    assert again.status_code == 200 and again.headers["x-faasbox-cold-start"] == "false"
+    ids = [client.get(f"/system/activations/{x.headers['x-call-id']}").json()["replica"]
+           for x in (ok, r, again)]
+    assert len(set(ids)) == 1, ids
+
+
+def test_timeout_is_504_and_replica_replaced(client: httpx.Client) -> None:
+    code = """
+    import time
+
+    def handle(event, context):
+        if event.query.get("sleep"):
+            time.sleep(30)
+        return "quick"
+    """
+    deploy(client, "fail-timeout", code, timeout="1s")
+    first = client.get("/function/fail-timeout")
+    t0 = time.monotonic()
+    r = client.get("/function/fail-timeout?sleep=1")
+    assert r.status_code == 504 and error_code(r) == "timeout"
+    assert time.monotonic() - t0 < 5
+    after = client.get("/function/fail-timeout")
+    assert after.status_code == 200 and after.text == "quick"
+    assert after.headers["x-faasbox-cold-start"] == "true", "the stuck replica must be replaced"
+    rep = [client.get(f"/system/activations/{x.headers['x-call-id']}").json()["replica"] for x in (first, after)]
+    assert rep[0] != rep[1]
+
+
+def test_request_body_over_limit_is_413(client: httpx.Client) -> None:
+    deploy(client, "fail-big-req", "def handle(event, context):\n    return str(len(event.body))\n")
+    r = client.post("/function/fail-big-req", content=b"x" * (6 * 1024 * 1024 + 1))
+    assert r.status_code == 413 and error_code(r) == "payload_too_large"
+
+    def chunks():  # no content-length: the limit holds for chunked bodies too
+        for _ in range(7):
+            yield b"y" * (1024 * 1024)
+
+    r = client.post("/function/fail-big-req", content=chunks())
+    assert r.status_code == 413
+    r = client.post("/function/fail-big-req", content=b"x" * (6 * 1024 * 1024))
+    assert r.status_code == 200 and r.text == str(6 * 1024 * 1024)
+
+
+def test_response_over_limit_is_502(client: httpx.Client) -> None:
+    code = """
+    def handle(event, context):
+        return b"z" * int(event.query["n"])
+    """
+    deploy(client, "fail-big-resp", code)
+    r = client.get("/function/fail-big-resp", params={"n": 7 * 1024 * 1024})
+    assert r.status_code == 502 and error_code(r) == "response_too_large"
+    assert "exceeds" in r.json()["error"]["message"]
+    r = client.get("/function/fail-big-resp", params={"n": 1024})
+    assert r.status_code == 200 and len(r.content) == 1024
+
+
+def test_memory_limit_is_502_out_of_memory(client: httpx.Client) -> None:
+    code = """
+    def handle(event, context):
+        if event.query.get("hog"):
+            blocks = []
+            while True:
+                blocks.append(bytearray(16 * 1024 * 1024))
+        return "small"
+    """
+    deploy(client, "fail-oom", code, limits={"memory": "128Mi"})
+    r = client.get("/function/fail-oom?hog=1")
+    assert r.status_code == 502 and error_code(r) == "out_of_memory"
+    assert "out of memory" in r.json()["error"]["message"]
+    assert "128Mi" in r.json()["error"]["message"]
+    after = client.get("/function/fail-oom")
+    assert after.status_code == 200 and after.text == "small"
+    assert after.headers["x-faasbox-cold-start"] == "true"
+
+
+def test_crash_is_502_and_replaced_next_call(client: httpx.Client) -> None:
+    code = """
+    import os
+
+    def handle(event, context):
+        if event.query.get("crash"):
+            os._exit(7)
+        return "alive"
+    """
+    deploy(client, "fail-crash", code)
+    assert client.get("/function/fail-crash").text == "alive"
+    r = client.get("/function/fail-crash?crash=1")
+    assert r.status_code == 502 and error_code(r) == "replica_failed"
+    assert "exited with code 7" in r.json()["error"]["message"] or "closed" in r.json()["error"]["message"]
+    after = client.get("/function/fail-crash")
+    assert after.status_code == 200 and after.text == "alive"
+    assert after.headers["x-faasbox-cold-start"] == "true"
+
+
+def test_import_error_only_at_run_time_is_502_with_log(client: httpx.Client, tmp_path: Path) -> None:
+    marker = tmp_path / "break-import"
+    code = f"""
+    import os
+    if os.path.exists({str(marker)!r}):
+        raise ImportError("the database driver is missing")
+
+    def handle(event, context):
+        return "ok"
+    """
+    deploy(client, "fail-late-import", code)
+    marker.write_text("1")
+    r = client.get("/function/fail-late-import")
+    assert r.status_code == 502, r.text
+    assert "failed to load" in r.json()["error"]["message"]
+    assert "the database driver is missing" in r.json()["error"]["message"]
+
+    def traceback_logged() -> bool:
+        text = client.get("/system/logs", params={"name": "fail-late-import"}).text
+        return "ImportError" in text and "Traceback" in text
+
+    wait_for(traceback_logged)
+    os.unlink(marker)
+    assert client.get("/function/fail-late-import").text == "ok"
+
+
+def test_platform_survives_misbehaving_functions(client: httpx.Client) -> None:
+    deploy(client, "fail-neighbour", "def handle(event, context):\n    return 'still here'\n")
+    r = client.get("/function/fail-neighbour")
+    assert r.status_code == 200 and r.text == "still here"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_log_flood_is_truncated(client: httpx.Client, server) -> None:  # type: ignore[no-untyped-def]
+    code = """
+    import sys
+
+    def handle(event, context):
+        line = "x" * 1023 + "\\n"
+        for _ in range(64 * 1024):   # 64 MiB
+            sys.stdout.write(line)
+        return "flooded"
+    """
+    deploy(client, "fail-flood", code, timeout="60s")
+    r = client.get("/function/fail-flood")
+    assert r.status_code == 200 and r.text == "flooded"
+    assert client.get("/healthz").status_code == 200
+    log_file = server.data_dir / "logs" / "fail-flood.ndjson"
+    client.get("/system/logs", params={"name": "fail-flood", "tail": 1})  # forces a flush
+    assert wait_for(lambda: log_file.exists())
+    size = log_file.stat().st_size
+    assert size < 24 * 1024 * 1024, size
+    text = client.get("/system/logs", params={"name": "fail-flood", "tail": 5}).text
+    lines = [json.loads(x) for x in text.splitlines()]
+    assert len(lines) == 5
+    wait_for(lambda: "bytes dropped" in client.get("/system/logs", params={"name": "fail-flood", "tail": 50}).text)

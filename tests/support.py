@@ -1,0 +1,128 @@
+"""Test helpers: a real `faasbox up` subprocess on an ephemeral port, and deploy helpers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+class Server:
+    """`faasbox up --port 0` in a subprocess; ``url`` once it prints its listening line."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.extra = extra
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.output: list[str] = []
+
+    def start(self, timeout: float = 30.0) -> Server:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "faasbox", "up", "--port", "0",
+             "--data-dir", str(self.data_dir), "--log-level", "warning", *self.extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            start_new_session=True,
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line)
+                if line.startswith("faasbox listening on "):
+                    self.url = line.split()[-1]
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout) or not self.url:
+            self.stop()
+            raise RuntimeError("faasbox up did not start:\n" + "".join(self.output))
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def client(self, timeout: float = 60.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+
+def make_zip(files: dict[str, str | bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, content in files.items():
+            data = textwrap.dedent(content) if isinstance(content, str) else content
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def deploy(
+    client: httpx.Client,
+    name: str,
+    handler_code: str | None = None,
+    *,
+    files: dict[str, str | bytes] | None = None,
+    method: str = "POST",
+    wait: bool = True,
+    expect: int | None = 200,
+    **spec: Any,
+) -> httpx.Response:
+    files = dict(files or {})
+    if handler_code is not None:
+        files["handler.py"] = handler_code
+    body = {"service": name, **spec}
+    r = client.request(
+        method,
+        "/system/functions" + ("?wait=true" if wait else ""),
+        files={
+            "spec": (None, json.dumps(body), "application/json"),
+            "code": ("code.zip", make_zip(files), "application/zip"),
+        },
+    )
+    if expect is not None:
+        assert r.status_code == expect, r.text
+    return r
+
+
+def error_code(r: httpx.Response) -> str:
+    body = r.json()
+    assert set(body) == {"error"}, body
+    assert {"code", "message"} <= set(body["error"]), body
+    return str(body["error"]["code"])
