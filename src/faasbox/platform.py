@@ -28,7 +28,7 @@ class Platform:
         self.data_dir = data
         self.store = SqliteStore(data / "faasbox.db")
         self.logs = LogHub(data / "logs")
-        self.activations = ActivationLog(self.store)
+        self.activations = ActivationLog(self.store, delay=1.0)
         self.backend = SafeBackend(load_backend(settings.backend))
         self.factory = ReplicaFactory(
             self.backend, data / "run", self.logs, init_timeout=settings.init_timeout

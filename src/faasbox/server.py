@@ -40,6 +40,8 @@ async def serve(
         log_level=log_level,
         access_log=False,
         timeout_keep_alive=30,
+        proxy_headers=False,
+        server_header=False,
     )
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]

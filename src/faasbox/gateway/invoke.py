@@ -6,8 +6,8 @@ registry lookup for a warm function: the activation record and metrics are buffe
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
 
 from faasbox.errors import FaasboxError, FunctionNotFound, FunctionNotReady, PayloadTooLarge
@@ -61,7 +61,7 @@ class InvokeHandler:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path: str = scope["path"]
         name, _, rest = path[len(PREFIX):].partition("/")
-        call_id = uuid.uuid4().hex
+        call_id = os.urandom(16).hex()
         start_ns = time.time_ns()
         t0 = time.perf_counter()
         pool = self.pools.get(name)

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (function, version)
 );
 CREATE TABLE IF NOT EXISTS activations (
-    call_id TEXT PRIMARY KEY,
+    seq INTEGER PRIMARY KEY,
+    call_id TEXT NOT NULL UNIQUE,
     function TEXT NOT NULL,
     version INTEGER NOT NULL,
     start_ns INTEGER NOT NULL,
@@ -46,8 +47,7 @@ CREATE TABLE IF NOT EXISTS activations (
     replica TEXT NOT NULL,
     error TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS activations_by_function ON activations(function, start_ns);
-CREATE INDEX IF NOT EXISTS activations_by_start ON activations(start_ns);
+CREATE INDEX IF NOT EXISTS activations_by_function ON activations(function, seq);
 """
 
 
@@ -61,6 +61,7 @@ class SqliteStore:
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
         self._max_activations = max_activations
+        self._since_trim = 0
 
     def close(self) -> None:
         with self._lock:
@@ -191,36 +192,45 @@ class SqliteStore:
         ]
 
         def tx(db: sqlite3.Connection) -> None:
+            # One statement for the whole batch: sqlite3 releases the GIL around each step,
+            # and a step per row would make the event loop thread fight for it.
+            payload = json.dumps(rows, separators=(",", ":"))
             with db:
                 db.execute("BEGIN")
-                db.executemany(
-                    "INSERT OR REPLACE INTO activations VALUES (?,?,?,?,?,?,?,?,?,?)", rows
-                )
-                # Keep the table bounded: drop the oldest beyond the cap.
                 db.execute(
-                    "DELETE FROM activations WHERE start_ns < (SELECT start_ns FROM activations "
-                    "ORDER BY start_ns DESC LIMIT 1 OFFSET ?)",
-                    (self._max_activations,),
+                    "INSERT OR REPLACE INTO activations(call_id, function, version, start_ns, "
+                    "duration_s, status, cold, init_ms, replica, error) "
+                    "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, "
+                    "value->>6, value->>7, value->>8, value->>9 FROM json_each(?)",
+                    (payload,),
                 )
+                self._since_trim += len(rows)
+                # Keep the table bounded: now and then drop the oldest beyond the cap.
+                if self._since_trim >= self._max_activations // 10:
+                    self._since_trim = 0
+                    db.execute(
+                        "DELETE FROM activations WHERE seq <= (SELECT max(seq) FROM activations) - ?",
+                        (self._max_activations,),
+                    )
 
         await self._run(tx)
 
     @staticmethod
     def _activation(row: tuple[Any, ...]) -> ActivationRecord:
         return ActivationRecord(
-            row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8], row[9]
+            row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), row[8], row[9], row[10]
         )
 
     async def list_activations(self, name: str | None, limit: int) -> list[ActivationRecord]:
         def q(db: sqlite3.Connection) -> list[ActivationRecord]:
             if name:
                 cur = db.execute(
-                    "SELECT * FROM activations WHERE function = ? ORDER BY start_ns DESC LIMIT ?",
+                    "SELECT * FROM activations WHERE function = ? ORDER BY seq DESC LIMIT ?",
                     (name, limit),
                 )
             else:
                 cur = db.execute(
-                    "SELECT * FROM activations ORDER BY start_ns DESC LIMIT ?", (limit,)
+                    "SELECT * FROM activations ORDER BY seq DESC LIMIT ?", (limit,)
                 )
             return [self._activation(r) for r in cur]
 

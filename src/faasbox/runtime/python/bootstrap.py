@@ -41,6 +41,8 @@ from typing import Any
 
 PROTOCOL_VERSION = 1
 _HEAD = struct.Struct("<II")
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_loads = json.loads
 _local = threading.local()
 _call_id: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="")
 
@@ -86,7 +88,8 @@ class TaggedStream:
                 pass
 
     def flush(self) -> None:
-        pending = self._pending()
+        buf = getattr(_local, "pending", None)
+        pending = buf.get(self._fd) if buf else None
         if pending:
             text = "".join(pending)
             pending.clear()
@@ -181,7 +184,10 @@ def _to_body(value: Any) -> tuple[bytes, str]:
         return bytes(value), "application/octet-stream"
     if isinstance(value, str):
         return value.encode("utf-8"), "text/plain; charset=utf-8"
-    return json.dumps(value, separators=(",", ":"), default=str).encode(), "application/json"
+    return _json_default(value).encode(), "application/json"
+
+
+_json_default = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def to_response(result: Any) -> tuple[int, list[list[str]], bytes]:
@@ -220,32 +226,37 @@ class Runtime:
 
     # -- channel -----------------------------------------------------------------
     def send(self, head: dict[str, Any], body: bytes = b"") -> None:
-        h = json.dumps(head, separators=(",", ":")).encode()
-        data = _HEAD.pack(len(h), len(body)) + h + body if len(body) < 65536 else None
+        h = _dumps(head).encode()
         with self.send_lock:
-            if data is not None:
-                self.sock.sendall(data)
+            if len(body) < 65536:
+                self.sock.sendall(_HEAD.pack(len(h), len(body)) + h + body)
             else:
                 self.sock.sendall(_HEAD.pack(len(h), len(body)) + h)
                 self.sock.sendall(body)
 
     def _fill(self, n: int) -> bool:
-        while len(self.rbuf) < n:
-            chunk = self.sock.recv(max(262144, n - len(self.rbuf)))
+        rbuf = self.rbuf
+        while len(rbuf) < n:
+            chunk = self.sock.recv(65536 if n - len(rbuf) <= 65536 else n - len(rbuf))
             if not chunk:
                 return False
-            self.rbuf += chunk
+            rbuf += chunk
         return True
 
     def recv(self) -> tuple[dict[str, Any], bytes] | None:
-        if not self._fill(8):
+        rbuf = self.rbuf
+        if len(rbuf) < 8 and not self._fill(8):
             return None
-        hlen, blen = _HEAD.unpack_from(self.rbuf)
-        if not self._fill(8 + hlen + blen):
+        hlen, blen = _HEAD.unpack_from(rbuf)
+        end = 8 + hlen + blen
+        if len(rbuf) < end and not self._fill(end):
             return None
-        head = json.loads(self.rbuf[8 : 8 + hlen])
-        body = bytes(self.rbuf[8 + hlen : 8 + hlen + blen])
-        del self.rbuf[: 8 + hlen + blen]
+        head = _loads(rbuf[8 : 8 + hlen])
+        body = bytes(rbuf[8 + hlen : end]) if blen else b""
+        if len(rbuf) == end:
+            rbuf.clear()
+        else:
+            del rbuf[:end]
         return head, body
 
     # -- init --------------------------------------------------------------------
