@@ -1,0 +1,96 @@
+"""Warm reuse, scale-up to max, the wait queue and 429, scale to zero, min replicas,
+and the scale-function endpoint."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import httpx
+
+from tests.support import deploy, error_code, wait_for
+
+SLOW = """
+import time
+def handle(event, context):
+    time.sleep(float(event.query.get("s", "0")))
+    return "done"
+"""
+
+
+def _status(client: httpx.Client, name: str) -> dict:
+    return client.get(f"/system/function/{name}").json()
+
+
+def test_scale_up_to_max_then_queue(client: httpx.Client) -> None:
+    deploy(client, "sc-up", SLOW, labels={"com.openfaas.scale.max": "3"})
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        rs = list(ex.map(lambda _: client.get("/function/sc-up?s=0.8"), range(6)))
+    assert all(r.status_code == 200 for r in rs), [r.text for r in rs]
+    cold = [r.headers["x-faasbox-cold-start"] for r in rs].count("true")
+    assert cold == 3, "exactly max replicas start; the rest wait for a free one"
+    st = _status(client, "sc-up")
+    assert st["replicas"] == 3 and st["availableReplicas"] == 3
+
+
+def test_queue_full_is_429(client: httpx.Client) -> None:
+    deploy(client, "sc-429", SLOW,
+           labels={"com.openfaas.scale.max": "1", "faasbox.queue.max": "1"})
+    client.get("/function/sc-429")  # warm
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        busy = ex.submit(client.get, "/function/sc-429?s=1.5")
+        time.sleep(0.3)
+        queued = ex.submit(client.get, "/function/sc-429?s=0")
+        time.sleep(0.3)
+        rejected = client.get("/function/sc-429?s=0")
+        assert rejected.status_code == 429, rejected.text
+        assert error_code(rejected) == "too_many_requests"
+        assert busy.result().status_code == 200
+        assert queued.result().status_code == 200
+
+
+def test_idle_replicas_scale_to_zero(client: httpx.Client) -> None:
+    deploy(client, "sc-zero", SLOW, labels={"com.openfaas.scale.zero-duration": "1s"})
+    assert client.get("/function/sc-zero").status_code == 200
+    assert _status(client, "sc-zero")["replicas"] == 1
+    wait_for(lambda: _status(client, "sc-zero")["replicas"] == 0, timeout=10)
+    r = client.get("/function/sc-zero")
+    assert r.status_code == 200 and r.headers["x-faasbox-cold-start"] == "true"
+
+
+def test_min_replicas_kept_warm(client: httpx.Client) -> None:
+    deploy(client, "sc-min", SLOW, labels={
+        "com.openfaas.scale.min": "2", "com.openfaas.scale.zero-duration": "1s"})
+    wait_for(lambda: _status(client, "sc-min")["replicas"] == 2)
+    r = client.get("/function/sc-min")
+    assert r.headers["x-faasbox-cold-start"] == "false"
+    time.sleep(2.5)  # longer than the idle timeout: min replicas must survive it
+    assert _status(client, "sc-min")["replicas"] == 2
+
+
+def test_scale_function_endpoint(client: httpx.Client) -> None:
+    deploy(client, "sc-api", SLOW, labels={"com.openfaas.scale.max": "4"})
+    r = client.post("/system/scale-function/sc-api", json={"serviceName": "sc-api", "replicas": 3})
+    assert r.status_code == 202, r.text
+    wait_for(lambda: _status(client, "sc-api")["replicas"] == 3)
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        inflight = ex.submit(client.get, "/function/sc-api?s=1")
+        time.sleep(0.3)
+        r = client.post("/system/scale-function/sc-api", json={"serviceName": "sc-api", "replicas": 0})
+        assert r.status_code == 202
+        # In-flight work finishes; then every replica is gone.
+        assert inflight.result().text == "done"
+    wait_for(lambda: _status(client, "sc-api")["replicas"] == 0)
+    r = client.get("/function/sc-api")
+    assert r.status_code == 200 and r.headers["x-faasbox-cold-start"] == "true"
+
+
+def test_scale_bad_input(client: httpx.Client) -> None:
+    r = client.post("/system/scale-function/nope-nope", json={"replicas": 1})
+    assert r.status_code == 404
+    deploy(client, "sc-bad", SLOW)
+    for body in ({"replicas": -1}, {"replicas": "two"}, {}):
+        r = client.post("/system/scale-function/sc-bad", json=body)
+        assert r.status_code == 400 and error_code(r) == "bad_request", body
+    r = client.post("/system/scale-function/sc-bad", content=b"{{")
+    assert r.status_code == 400
