@@ -55,7 +55,21 @@ def up(
 
 def _deploy_stack(url: str, path: Path) -> None:
     from faasbox.cli.deploy_util import deploy_stack_quiet
+    from faasbox.stack import StackError, load_stack
 
+    print(f"deploying the functions in {path} ...", flush=True)
     ok = deploy_stack_quiet(url, path)
     if not ok:
         print(f"warning: some functions in {path} failed to deploy", file=sys.stderr, flush=True)
+    try:
+        names = list(load_stack(path).functions)
+    except StackError:
+        return
+    gateway = "" if url == "http://127.0.0.1:8080" else f" --gateway {url}"
+    lines = [f"  curl {url}/function/{name}" for name in names]
+    print("\nfaasbox is up. Call the functions:", *lines, sep="\n", flush=True)
+    print(
+        f"\nOr use the CLI (in another shell): .venv/bin/faasbox{gateway} list | invoke NAME | "
+        "logs NAME -f | describe NAME\nStop with Ctrl-C.",
+        flush=True,
+    )
