@@ -45,9 +45,23 @@ class Server:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "faasbox", "up", "--port", "0",
-             "--data-dir", str(self.data_dir), "--log-level", "warning", *self.extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "faasbox",
+                "up",
+                "--port",
+                "0",
+                "--data-dir",
+                str(self.data_dir),
+                "--log-level",
+                "warning",
+                *self.extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
             start_new_session=True,
         )
         ready = threading.Event()

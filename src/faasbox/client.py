@@ -49,6 +49,8 @@ class FunctionStatus(TypedDict, total=False):
     runtime: str
     handler: str
     version: int
+    latestVersion: int
+    deployedVersion: int
     status: str
     replicas: int
     availableReplicas: int

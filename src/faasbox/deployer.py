@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from faasbox.background import Background
 from faasbox.build.bundle import unpack
 from faasbox.build.layers import LayerBuilder
 from faasbox.deployment import Deployment
@@ -70,7 +71,8 @@ class Deployer:
         self.default_idle = default_idle
         self.pools: dict[str, FunctionPool] = {}
         self.invocations: dict[str, int] = {}
-        self._builds: set[asyncio.Task[Any]] = set()
+        self._builds: set[asyncio.Future[str]] = set()
+        self._background = Background()
 
     # -- spec → deployment --------------------------------------------------------------
     def resolve(
@@ -79,12 +81,8 @@ class Deployer:
         labels = spec.labels
         max_r = _int_label(labels, LABEL_MAX, self.default_max_replicas, 1, 1000)
         min_r = _int_label(labels, LABEL_MIN, 0, 0, max_r)
-        idle = (
-            parse_duration(labels[LABEL_IDLE]) if LABEL_IDLE in labels else self.default_idle
-        )
-        timeout = (
-            parse_duration(spec.timeout) if spec.timeout is not None else self.default_timeout
-        )
+        idle = parse_duration(labels[LABEL_IDLE]) if LABEL_IDLE in labels else self.default_idle
+        timeout = parse_duration(spec.timeout) if spec.timeout is not None else self.default_timeout
         if not 0 < timeout <= 3600:
             raise BadRequest(f"timeout must be between 0 and 1h, got {spec.timeout!r}")
         memory = parse_memory(spec.limits.memory) if spec.limits.memory else self.default_memory
@@ -129,8 +127,11 @@ class Deployer:
         for rec in await self.store.list_functions():
             if rec.latest.status == "building":
                 await self.store.finish_version(
-                    rec.name, rec.latest.version, status="failed",
-                    build_log=rec.latest.build_log + "\nbuild interrupted by a restart; deploy again",
+                    rec.name,
+                    rec.latest.version,
+                    status="failed",
+                    build_log=rec.latest.build_log
+                    + "\nbuild interrupted by a restart; deploy again",
                 )
             if rec.current_version is None:
                 continue
@@ -165,10 +166,13 @@ class Deployer:
             version = await self.store.add_version(name, spec_json, sha)
         else:
             version = await self.store.create_function(name, spec_json, sha)
-        build = asyncio.ensure_future(self._build(spec, version, code_dir, new=not update, rollback=wait))
+        build = asyncio.ensure_future(
+            self._build(spec, version, code_dir, new=not update, rollback=wait)
+        )
         self._builds.add(build)
         build.add_done_callback(self._builds.discard)
         if not wait:
+            # The outcome is recorded in the registry; nobody awaits this one.
             build.add_done_callback(lambda t: t.cancelled() or t.exception())
             return version, ""
         build_log = await asyncio.shield(build)
@@ -202,7 +206,9 @@ class Deployer:
             await self.store.finish_version(name, version, status="failed", build_log=build_log)
             if new and rollback:
                 await self.store.delete_function(name)
-            raise BuildFailed(f"build of {name} v{version} failed: {exc.message}", detail=build_log) from None
+            raise BuildFailed(
+                f"build of {name} v{version} failed: {exc.message}", detail=build_log
+            ) from None
         build_log = "\n".join(lines)
         await self.store.finish_version(name, version, status="ready", build_log=build_log)
         pool = self.pools.get(name)
@@ -249,15 +255,16 @@ class Deployer:
         rec = await self.get(name)
         pool = self.pools.get(name)
         if pool is None:
-            raise BadRequest(f"function {name!r} has no ready version (status: {rec.latest.status})")
+            raise BadRequest(
+                f"function {name!r} has no ready version (status: {rec.latest.status})"
+            )
         await pool.scale_to(replicas)
 
     async def close(self) -> None:
         for t in list(self._builds):
             t.cancel()
+        self._background.cancel_all()
         await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._builds.add(task)
-        task.add_done_callback(self._builds.discard)
+        self._background.spawn(coro)

@@ -46,13 +46,16 @@ class Platform:
             default_max_replicas=settings.default_max_replicas,
             default_idle=settings.default_idle_seconds,
         )
-        self.metrics = Metrics(
-            lambda: {n: len(p.replicas) for n, p in self.deployer.pools.items()}
-        )
+        self.metrics = Metrics(lambda: {n: len(p.replicas) for n, p in self.deployer.pools.items()})
 
     async def start(self) -> None:
         await self.deployer.restore()
-        log.info("faasbox %s started data_dir=%s backend=%s", __version__, self.data_dir, self.backend.name)
+        log.info(
+            "faasbox %s started data_dir=%s backend=%s",
+            __version__,
+            self.data_dir,
+            self.backend.name,
+        )
 
     async def stop(self) -> None:
         await self.deployer.close()

@@ -219,6 +219,11 @@ class Stack(BaseModel):
     def file(self) -> Path | None:
         return self._file
 
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _provider(cls, v: Any) -> Any:
+        return {} if v is None else v
+
     @field_validator("version", mode="before")
     @classmethod
     def _version(cls, v: Any) -> Any:

@@ -16,7 +16,9 @@ from tests.support import deploy, error_code, make_zip, wait_for
 HELLO = "def handle(event, context):\n    return 'v1'\n"
 
 
-def _raw_deploy(client: httpx.Client, spec: dict, code: bytes, method: str = "POST") -> httpx.Response:
+def _raw_deploy(
+    client: httpx.Client, spec: dict, code: bytes, method: str = "POST"
+) -> httpx.Response:
     return client.request(
         method,
         "/system/functions?wait=true",
@@ -42,9 +44,24 @@ def test_deploy_json_body_and_lifecycle(client: httpx.Client) -> None:
     assert "ready" in st["buildLog"]
     assert client.get("/function/dep-json").text == "v1"
     one = client.get("/system/function/dep-json").json()
-    for key in ("name", "namespace", "runtime", "handler", "version", "status", "replicas",
-                "availableReplicas", "invocationCount", "envVars", "labels", "annotations",
-                "limits", "timeout", "concurrency", "createdAt"):
+    for key in (
+        "name",
+        "namespace",
+        "runtime",
+        "handler",
+        "version",
+        "status",
+        "replicas",
+        "availableReplicas",
+        "invocationCount",
+        "envVars",
+        "labels",
+        "annotations",
+        "limits",
+        "timeout",
+        "concurrency",
+        "createdAt",
+    ):
         assert key in one, key
     assert one["envVars"] == {"GREETING": "hi"} and one["invocationCount"] == 1
     names = [f["name"] for f in client.get("/system/functions").json()]
@@ -85,7 +102,9 @@ def test_invalid_names_are_400(client: httpx.Client, name: str) -> None:
 
 
 def test_malformed_bodies_are_400(client: httpx.Client) -> None:
-    r = client.post("/system/functions", content=b"{not json", headers={"content-type": "application/json"})
+    r = client.post(
+        "/system/functions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and error_code(r) == "bad_request"
     r = client.post("/system/functions", json={"service": "dep-nocode"})
     assert r.status_code == 400 and "code" in r.json()["error"]["message"]
@@ -103,12 +122,19 @@ def test_malformed_bodies_are_400(client: httpx.Client) -> None:
     assert r.status_code == 400
     r = _raw_deploy(client, {"service": "dep-x", "concurrency": 0}, make_zip({"handler.py": HELLO}))
     assert r.status_code == 400 and "concurrency" in r.json()["error"]["message"]
-    r = _raw_deploy(client, {"service": "dep-x", "runtime": "cobol"}, make_zip({"handler.py": HELLO}))
+    r = _raw_deploy(
+        client, {"service": "dep-x", "runtime": "cobol"}, make_zip({"handler.py": HELLO})
+    )
     assert r.status_code == 400 and "runtime" in r.json()["error"]["message"]
-    r = _raw_deploy(client, {"service": "dep-x", "labels": {"com.openfaas.scale.max": "lots"}},
-                    make_zip({"handler.py": HELLO}))
+    r = _raw_deploy(
+        client,
+        {"service": "dep-x", "labels": {"com.openfaas.scale.max": "lots"}},
+        make_zip({"handler.py": HELLO}),
+    )
     assert r.status_code == 400 and "scale.max" in r.json()["error"]["message"]
-    r = _raw_deploy(client, {"service": "dep-x", "limits": {"memory": "huge"}}, make_zip({"handler.py": HELLO}))
+    r = _raw_deploy(
+        client, {"service": "dep-x", "limits": {"memory": "huge"}}, make_zip({"handler.py": HELLO})
+    )
     assert r.status_code == 400 and "memory" in r.json()["error"]["message"]
     assert client.get("/system/function/dep-x").status_code == 404
 
@@ -133,7 +159,10 @@ def _symlink_entry() -> zipfile.ZipInfo:
         (b"this is not a zip", "not a valid zip"),
         (_zip_with([("handler.py", HELLO.encode()), ("/etc/evil", b"x")]), "absolute"),
         (_zip_with([("handler.py", HELLO.encode()), ("../../evil.py", b"x")]), ".."),
-        (_zip_with([("handler.py", HELLO.encode()), (_symlink_entry(), b"/etc/passwd")]), "symlink"),
+        (
+            _zip_with([("handler.py", HELLO.encode()), (_symlink_entry(), b"/etc/passwd")]),
+            "symlink",
+        ),
     ],
     ids=["not-zip", "absolute", "dotdot", "symlink"],
 )
@@ -220,9 +249,19 @@ def test_deploy_without_wait_is_202_then_ready(client: httpx.Client) -> None:
 
 
 def test_deploy_without_wait_failing_build_is_visible(client: httpx.Client) -> None:
-    deploy(client, "dep-async-bad", files={"handler.py": HELLO}, handler="nope.handle",
-           wait=False, expect=202)
-    st = wait_for(lambda: (s := client.get("/system/function/dep-async-bad").json())["status"] == "failed" and s)
+    deploy(
+        client,
+        "dep-async-bad",
+        files={"handler.py": HELLO},
+        handler="nope.handle",
+        wait=False,
+        expect=202,
+    )
+    st = wait_for(
+        lambda: (
+            (s := client.get("/system/function/dep-async-bad").json())["status"] == "failed" and s
+        )
+    )
     assert "No module named 'nope'" in st["buildLog"]
     r = client.get("/function/dep-async-bad")
     assert r.status_code == 503 and error_code(r) == "function_not_ready"

@@ -28,8 +28,10 @@ def test_handler_exception_is_500_and_replica_stays_warm(client: httpx.Client) -
     assert "bad value here" in r.json()["error"]["message"]
     again = client.get("/function/fail-raise")
     assert again.status_code == 200 and again.headers["x-faasbox-cold-start"] == "false"
-    ids = [client.get(f"/system/activations/{x.headers['x-call-id']}").json()["replica"]
-           for x in (ok, r, again)]
+    ids = [
+        client.get(f"/system/activations/{x.headers['x-call-id']}").json()["replica"]
+        for x in (ok, r, again)
+    ]
     assert len(set(ids)) == 1, ids
 
 
@@ -51,7 +53,10 @@ def test_timeout_is_504_and_replica_replaced(client: httpx.Client) -> None:
     after = client.get("/function/fail-timeout")
     assert after.status_code == 200 and after.text == "quick"
     assert after.headers["x-faasbox-cold-start"] == "true", "the stuck replica must be replaced"
-    rep = [client.get(f"/system/activations/{x.headers['x-call-id']}").json()["replica"] for x in (first, after)]
+    rep = [
+        client.get(f"/system/activations/{x.headers['x-call-id']}").json()["replica"]
+        for x in (first, after)
+    ]
     assert rep[0] != rep[1]
 
 
@@ -115,13 +120,18 @@ def test_crash_is_502_and_replaced_next_call(client: httpx.Client) -> None:
     assert client.get("/function/fail-crash").text == "alive"
     r = client.get("/function/fail-crash?crash=1")
     assert r.status_code == 502 and error_code(r) == "replica_failed"
-    assert "exited with code 7" in r.json()["error"]["message"] or "closed" in r.json()["error"]["message"]
+    assert (
+        "exited with code 7" in r.json()["error"]["message"]
+        or "closed" in r.json()["error"]["message"]
+    )
     after = client.get("/function/fail-crash")
     assert after.status_code == 200 and after.text == "alive"
     assert after.headers["x-faasbox-cold-start"] == "true"
 
 
-def test_import_error_only_at_run_time_is_502_with_log(client: httpx.Client, tmp_path: Path) -> None:
+def test_import_error_only_at_run_time_is_502_with_log(
+    client: httpx.Client, tmp_path: Path
+) -> None:
     marker = tmp_path / "break-import"
     code = f"""
     import os
@@ -176,4 +186,9 @@ def test_log_flood_is_truncated(client: httpx.Client, server) -> None:  # type: 
     text = client.get("/system/logs", params={"name": "fail-flood", "tail": 5}).text
     lines = [json.loads(x) for x in text.splitlines()]
     assert len(lines) == 5
-    wait_for(lambda: "bytes dropped" in client.get("/system/logs", params={"name": "fail-flood", "tail": 50}).text)
+    wait_for(
+        lambda: (
+            "bytes dropped"
+            in client.get("/system/logs", params={"name": "fail-flood", "tail": 50}).text
+        )
+    )

@@ -122,8 +122,7 @@ def test_async_handler_with_concurrency(client: httpx.Client) -> None:
         await asyncio.sleep(0.3)
         return {"id": event.query["i"]}
     """
-    deploy(client, "inv-async", code, concurrency=4,
-           labels={"com.openfaas.scale.max": "1"})
+    deploy(client, "inv-async", code, concurrency=4, labels={"com.openfaas.scale.max": "1"})
     client.get("/function/inv-async?i=warm")
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         rs = list(ex.map(lambda i: client.get(f"/function/inv-async?i={i}"), range(4)))

@@ -19,8 +19,16 @@ def test_activations_list_and_get(client: httpx.Client) -> None:
     one = client.get(f"/system/activations/{ids[0]}").json()
     assert one["function"] == "obs-act" and one["version"] == 1 and one["statusCode"] == 200
     assert one["coldStart"] is True and one["initMs"] > 0 and one["durationSeconds"] > 0
-    assert set(one) >= {"callId", "function", "version", "start", "durationSeconds",
-                        "statusCode", "coldStart", "initMs"}
+    assert set(one) >= {
+        "callId",
+        "function",
+        "version",
+        "start",
+        "durationSeconds",
+        "statusCode",
+        "coldStart",
+        "initMs",
+    }
     r = client.get("/system/activations/nope")
     assert r.status_code == 404 and error_code(r) == "not_found"
     r = client.get("/system/activations", params={"limit": "many"})
@@ -48,9 +56,13 @@ def test_logs_tail_since_and_follow(client: httpx.Client, server) -> None:  # ty
 
     got: list[dict] = []
     with httpx.Client(base_url=server.url, timeout=30) as follower:
+
         def follow() -> None:
-            with follower.stream("GET", "/system/logs",
-                                 params={"name": "obs-logs", "follow": "true", "since": "2999-01-01T00:00:00Z"}) as r:
+            with follower.stream(
+                "GET",
+                "/system/logs",
+                params={"name": "obs-logs", "follow": "true", "since": "2999-01-01T00:00:00Z"},
+            ) as r:
                 for line in r.iter_lines():
                     if line:
                         got.append(json.loads(line))

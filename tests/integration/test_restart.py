@@ -10,10 +10,16 @@ from tests.support import Server, deploy
 def test_functions_survive_restart(fresh_server: Server) -> None:
     fresh_server.start()
     with fresh_server.client() as c:
-        deploy(c, "persist", "def handle(event, context):\n    return 'still me'\n",
-               envVars={"K": "v"})
-        deploy(c, "persist", "def handle(event, context):\n    return 'v2 now'\n", method="PUT",
-               envVars={"K": "v"})
+        deploy(
+            c, "persist", "def handle(event, context):\n    return 'still me'\n", envVars={"K": "v"}
+        )
+        deploy(
+            c,
+            "persist",
+            "def handle(event, context):\n    return 'v2 now'\n",
+            method="PUT",
+            envVars={"K": "v"},
+        )
         r = c.get("/function/persist")
         assert r.text == "v2 now"
         call_id = r.headers["x-call-id"]

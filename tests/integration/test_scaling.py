@@ -34,8 +34,7 @@ def test_scale_up_to_max_then_queue(client: httpx.Client) -> None:
 
 
 def test_queue_full_is_429(client: httpx.Client) -> None:
-    deploy(client, "sc-429", SLOW,
-           labels={"com.openfaas.scale.max": "1", "faasbox.queue.max": "1"})
+    deploy(client, "sc-429", SLOW, labels={"com.openfaas.scale.max": "1", "faasbox.queue.max": "1"})
     client.get("/function/sc-429")  # warm
     with concurrent.futures.ThreadPoolExecutor(3) as ex:
         busy = ex.submit(client.get, "/function/sc-429?s=1.5")
@@ -59,8 +58,12 @@ def test_idle_replicas_scale_to_zero(client: httpx.Client) -> None:
 
 
 def test_min_replicas_kept_warm(client: httpx.Client) -> None:
-    deploy(client, "sc-min", SLOW, labels={
-        "com.openfaas.scale.min": "2", "com.openfaas.scale.zero-duration": "1s"})
+    deploy(
+        client,
+        "sc-min",
+        SLOW,
+        labels={"com.openfaas.scale.min": "2", "com.openfaas.scale.zero-duration": "1s"},
+    )
     wait_for(lambda: _status(client, "sc-min")["replicas"] == 2)
     r = client.get("/function/sc-min")
     assert r.headers["x-faasbox-cold-start"] == "false"
@@ -76,7 +79,9 @@ def test_scale_function_endpoint(client: httpx.Client) -> None:
     with concurrent.futures.ThreadPoolExecutor(1) as ex:
         inflight = ex.submit(client.get, "/function/sc-api?s=1")
         time.sleep(0.3)
-        r = client.post("/system/scale-function/sc-api", json={"serviceName": "sc-api", "replicas": 0})
+        r = client.post(
+            "/system/scale-function/sc-api", json={"serviceName": "sc-api", "replicas": 0}
+        )
         assert r.status_code == 202
         # In-flight work finishes; then every replica is gone.
         assert inflight.result().text == "done"

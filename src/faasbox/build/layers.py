@@ -50,9 +50,7 @@ class LayerBuilder:
         self._locks: dict[str, asyncio.Lock] = {}
         root.mkdir(parents=True, exist_ok=True)
 
-    async def ensure(
-        self, requirements: str, progress: Callable[[str], None]
-    ) -> Path | None:
+    async def ensure(self, requirements: str, progress: Callable[[str], None]) -> Path | None:
         """Return the layer for ``requirements`` (None when there is nothing to install),
         building it if needed. Concurrent builds of the same layer wait for the first."""
         if not requirement_lines(requirements):
@@ -76,20 +74,47 @@ class LayerBuilder:
         target = tmp / "site"
         uv = find_uv()
         if uv:
-            argv = [uv, "pip", "install", "--python", self.python, "--target", str(target),
-                    "--compile-bytecode", "--no-progress", "-r", str(req_file)]
+            argv = [
+                uv,
+                "pip",
+                "install",
+                "--python",
+                self.python,
+                "--target",
+                str(target),
+                "--compile-bytecode",
+                "--no-progress",
+                "-r",
+                str(req_file),
+            ]
             tool = "uv"
         else:
-            argv = [self.python, "-m", "pip", "install", "--target", str(target),
-                    "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-                    "-r", str(req_file)]
+            argv = [
+                self.python,
+                "-m",
+                "pip",
+                "install",
+                "--target",
+                str(target),
+                "--disable-pip-version-check",
+                "--no-input",
+                "--progress-bar",
+                "off",
+                "-r",
+                str(req_file),
+            ]
             tool = "pip"
-        progress(f"dependencies: installing {len(requirement_lines(requirements))} "
-                 f"requirement(s) with {tool} into layer {key[:12]}")
+        progress(
+            f"dependencies: installing {len(requirement_lines(requirements))} "
+            f"requirement(s) with {tool} into layer {key[:12]}"
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env["PIP_NO_INPUT"] = "1"
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
             stdin=asyncio.subprocess.DEVNULL,
         )
         assert proc.stdout is not None

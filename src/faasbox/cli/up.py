@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -47,10 +48,8 @@ def up(
         for stack in deploy or []:
             await asyncio.to_thread(_deploy_stack, url, stack)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run(settings, sock, ready, log_level=log_level)
-    except KeyboardInterrupt:
-        pass
 
 
 def _deploy_stack(url: str, path: Path) -> None:

@@ -13,7 +13,12 @@ from faasbox.errors import FaasboxError
 
 log = logging.getLogger("faasbox.gateway")
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
 def error_json(status: int, code: str, message: str, detail: str | None = None) -> bytes:

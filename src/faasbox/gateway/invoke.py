@@ -18,7 +18,9 @@ from faasbox.registry.api import ActivationRecord
 Scope = dict[str, Any]
 PREFIX = "/function/"
 # Headers we compute ourselves, or that describe the hop rather than the message.
-_DROP = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"})
+_DROP = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+)
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -30,7 +32,9 @@ async def read_body(receive: Any, scope: Scope, limit: int) -> bytes:
             except ValueError:
                 declared = 0
             if declared > limit:
-                raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+                raise PayloadTooLarge(
+                    f"request body of {declared} bytes exceeds the limit of {limit} bytes"
+                )
             break
     chunks: list[bytes] = []
     size = 0
@@ -60,7 +64,7 @@ class InvokeHandler:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path: str = scope["path"]
-        name, _, rest = path[len(PREFIX):].partition("/")
+        name, _, rest = path[len(PREFIX) :].partition("/")
         call_id = os.urandom(16).hex()
         start_ns = time.time_ns()
         t0 = time.perf_counter()
@@ -97,7 +101,11 @@ class InvokeHandler:
                 if k.lower() not in _DROP
             ]
         except FaasboxError as exc:
-            status, rbody, out = exc.status, error_json(exc.status, exc.code, exc.message), list(_JSON)
+            status, rbody, out = (
+                exc.status,
+                error_json(exc.status, exc.code, exc.message),
+                list(_JSON),
+            )
             error = f"{exc.code}: {exc.message}"
             replica, version = exc.replica, exc.version or version
         duration = time.perf_counter() - t0
@@ -113,8 +121,16 @@ class InvokeHandler:
             self.metrics.observe(name, status, duration, cold_ms)
             self.activations.add(
                 ActivationRecord(
-                    call_id, name, version, start_ns, duration, status,
-                    cold_ms is not None, cold_ms or 0.0, replica, error,
+                    call_id,
+                    name,
+                    version,
+                    start_ns,
+                    duration,
+                    status,
+                    cold_ms is not None,
+                    cold_ms or 0.0,
+                    replica,
+                    error,
                 )
             )
 

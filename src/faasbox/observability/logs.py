@@ -16,10 +16,12 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from faasbox.background import Background
 
 log = logging.getLogger("faasbox.logs")
 
@@ -141,6 +143,7 @@ class LogHub:
         self._pending: list[LogLine] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._followers: set[tuple[str | None, asyncio.Queue[LogLine]]] = set()
+        self._background = Background()
         directory.mkdir(parents=True, exist_ok=True)
 
     def open_stream(
@@ -169,7 +172,7 @@ class LogHub:
         self._flush_handle = None
         batch, self._pending = self._pending, []
         if batch:
-            asyncio.ensure_future(asyncio.to_thread(self._write, batch))
+            self._background.spawn(asyncio.to_thread(self._write, batch))
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.ndjson"
@@ -207,7 +210,11 @@ class LogHub:
     async def read(self, name: str | None, since: float | None, tail: int | None) -> list[str]:
         """Stored lines (as JSON text), oldest first."""
         await self.flush()
-        names = [name] if name else sorted(p.name.split(".")[0] for p in self.directory.glob("*.ndjson"))
+        names = (
+            [name]
+            if name
+            else sorted(p.name.split(".")[0] for p in self.directory.glob("*.ndjson"))
+        )
         out: list[tuple[str, str]] = []
         for n in names:
             out.extend(await asyncio.to_thread(self._read_file, n, since))
@@ -218,7 +225,9 @@ class LogHub:
     def _read_file(self, name: str, since: float | None) -> list[tuple[str, str]]:
         rows: list[tuple[str, str]] = []
         since_iso = (
-            datetime.fromtimestamp(since, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+            datetime.fromtimestamp(since, UTC)
+            .isoformat(timespec="microseconds")
+            .replace("+00:00", "Z")
             if since
             else None
         )
@@ -236,7 +245,7 @@ class LogHub:
                     rows.append((ts, raw))
         return rows
 
-    async def follow(self, name: str | None) -> AsyncIterator[LogLine]:
+    async def follow(self, name: str | None) -> AsyncGenerator[LogLine, None]:
         queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10000)
         entry = (name, queue)
         self._followers.add(entry)

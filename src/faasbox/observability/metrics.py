@@ -4,13 +4,31 @@ lookup per call."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+)
 COLD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -31,20 +49,30 @@ class Metrics:
     def __init__(self, replica_counts: Callable[[], dict[str, int]]) -> None:
         self.registry = CollectorRegistry()
         self._invocations = Counter(
-            "gateway_function_invocation", "Invocations by function and status code",
-            ["function_name", "code"], registry=self.registry,
+            "gateway_function_invocation",
+            "Invocations by function and status code",
+            ["function_name", "code"],
+            registry=self.registry,
         )
         self._seconds = Histogram(
-            "gateway_functions_seconds", "Invocation duration in seconds",
-            ["function_name"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "gateway_functions_seconds",
+            "Invocation duration in seconds",
+            ["function_name"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self._cold = Counter(
-            "faasbox_cold_starts", "Invocations that started a replica",
-            ["function_name"], registry=self.registry,
+            "faasbox_cold_starts",
+            "Invocations that started a replica",
+            ["function_name"],
+            registry=self.registry,
         )
         self._cold_seconds = Histogram(
-            "faasbox_cold_start_seconds", "Time to start a replica (sandbox + runtime + import)",
-            ["function_name"], buckets=COLD_BUCKETS, registry=self.registry,
+            "faasbox_cold_start_seconds",
+            "Time to start a replica (sandbox + runtime + import)",
+            ["function_name"],
+            buckets=COLD_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(_Replicas(replica_counts))
         self._children: dict[tuple[str, int], tuple[object, object]] = {}
@@ -66,13 +94,8 @@ class Metrics:
     def forget(self, function: str) -> None:
         for key in [k for k in self._children if k[0] == function]:
             del self._children[key]
-            for metric, labels in ((self._invocations, (function, str(key[1]))),):
-                try:
-                    metric.remove(*labels)
-                except KeyError:
-                    pass
-        for metric in (self._seconds, self._cold, self._cold_seconds):
-            try:
-                metric.remove(function)
-            except KeyError:
-                pass
+            with contextlib.suppress(KeyError):
+                self._invocations.remove(function, str(key[1]))
+        for family in (self._seconds, self._cold, self._cold_seconds):
+            with contextlib.suppress(KeyError):
+                family.remove(function)

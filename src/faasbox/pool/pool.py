@@ -15,6 +15,7 @@ import time
 from collections import deque
 from typing import Any, Protocol
 
+from faasbox.background import Background
 from faasbox.deployment import Deployment
 from faasbox.errors import FaasboxError, InvocationTimeout, ReplicaFailed, TooManyRequests
 from faasbox.pool.replica import Replica, Response
@@ -51,7 +52,7 @@ class FunctionPool:
         self._waiters: deque[asyncio.Future[Replica]] = deque()
         self._reap_handle: asyncio.TimerHandle | None = None
         self._closed = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background()
 
     # -- hot path ------------------------------------------------------------------
     async def invoke(self, head: dict[str, Any], body: bytes) -> Invocation:
@@ -103,7 +104,7 @@ class FunctionPool:
             return await self._cold_start(d), True
         if len(self._waiters) >= d.max_queue:
             raise TooManyRequests(
-                f"function {d.name!r} is at capacity ({d.max_replicas} replicas × "
+                f"function {d.name!r} is at capacity ({d.max_replicas} replicas x "
                 f"{d.concurrency} concurrent, {d.max_queue} waiting); retry later"
             )
         loop = asyncio.get_running_loop()
@@ -118,9 +119,7 @@ class FunctionPool:
     @staticmethod
     def _waiter_timeout(fut: asyncio.Future[Replica], timeout: float) -> None:
         if not fut.done():
-            fut.set_exception(
-                InvocationTimeout(f"no replica became free within {timeout:g}s")
-            )
+            fut.set_exception(InvocationTimeout(f"no replica became free within {timeout:g}s"))
 
     async def _cold_start(self, d: Deployment) -> Replica:
         self.starting += 1
@@ -140,7 +139,10 @@ class FunctionPool:
             r.retiring = True
         log.info(
             "replica started function=%s version=%s replica=%s init_ms=%.1f",
-            d.name, d.version, r.id, r.init_ms,
+            d.name,
+            d.version,
+            r.id,
+            r.init_ms,
         )
         # The starter takes one slot; the others serve whoever waits.
         for _ in range(r.concurrency - 1):
@@ -240,10 +242,7 @@ class FunctionPool:
             *(r.destroy("function removed") for r in list(self.replicas)),
             return_exceptions=True,
         )
-        for t in list(self._tasks):
-            t.cancel()
+        self._background.cancel_all()
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(coro)

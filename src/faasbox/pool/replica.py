@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from faasbox.background import Background
 from faasbox.errors import (
     FaasboxError,
     HandlerError,
@@ -68,6 +69,7 @@ class Replica(asyncio.Protocol):
         self._startup: asyncio.Future[dict[str, Any]] | None = None
         self._death_reason: str | None = None
         self._kill_reason: str | None = None
+        self._background = Background()
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, sandbox: SafeSandbox, init: dict[str, Any], timeout: float) -> None:
@@ -129,7 +131,9 @@ class Replica(asyncio.Protocol):
         if self._death_reason is not None:
             return
         status = fut.result()
-        log.warning("replica exited function=%s replica=%s %s", self.function, self.id, status.describe())
+        log.warning(
+            "replica exited function=%s replica=%s %s", self.function, self.id, status.describe()
+        )
         if status.oom_killed:
             exc: FaasboxError = OutOfMemory(
                 f"out of memory (limit {format_bytes(self.memory_bytes)}): replica was killed"
@@ -138,7 +142,7 @@ class Replica(asyncio.Protocol):
             exc = ReplicaFailed(f"replica crashed ({status.describe()})")
         self._die(status.describe(), exc)
         if self.sandbox is not None:
-            asyncio.ensure_future(self.sandbox.destroy())
+            self._background.spawn(self.sandbox.destroy())
 
     # -- invocations -------------------------------------------------------------
     def call(self, head: dict[str, Any], body: bytes, timeout: float) -> asyncio.Future[Response]:
@@ -168,7 +172,7 @@ class Replica(asyncio.Protocol):
         if not fut.done():
             fut.set_exception(InvocationTimeout(f"function timed out after {timeout:g}s"))
         # The runtime is stuck in the handler: it cannot be trusted with another call.
-        asyncio.ensure_future(self.destroy("timed out"))
+        self._background.spawn(self.destroy("timed out"))
 
     def _write(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -191,13 +195,13 @@ class Replica(asyncio.Protocol):
             )
             self._die("protocol violation", err)
             if self.sandbox is not None:
-                asyncio.ensure_future(self.sandbox.destroy())
+                self._background.spawn(self.sandbox.destroy())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._death_reason is None:
             self._die("channel closed", ReplicaFailed("replica closed its channel"))
             if self.sandbox is not None:
-                asyncio.ensure_future(self.sandbox.destroy())
+                self._background.spawn(self.sandbox.destroy())
 
     def _on_frame(self, head: dict[str, Any], body: bytes) -> None:
         t = head.get("t")
@@ -217,7 +221,7 @@ class Replica(asyncio.Protocol):
             if self._kill_reason is not None:
                 self._die(self._kill_reason, ReplicaFailed(f"replica {self._kill_reason}"))
                 if self.sandbox is not None:
-                    asyncio.ensure_future(self.sandbox.destroy())
+                    self._background.spawn(self.sandbox.destroy())
             elif self.alive:
                 self._on_slot_free(self)
         elif self._startup is not None and not self._startup.done():

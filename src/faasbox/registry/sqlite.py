@@ -118,9 +118,7 @@ class SqliteStore:
 
         return await self._run(tx)
 
-    async def finish_version(
-        self, name: str, version: int, *, status: str, build_log: str
-    ) -> None:
+    async def finish_version(self, name: str, version: int, *, status: str, build_log: str) -> None:
         def tx(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN IMMEDIATE")
@@ -185,8 +183,16 @@ class SqliteStore:
     async def add_activations(self, records: list[ActivationRecord]) -> None:
         rows = [
             (
-                r.call_id, r.function, r.version, r.start_ns, r.duration_s, r.status,
-                int(r.cold), r.init_ms, r.replica, r.error,
+                r.call_id,
+                r.function,
+                r.version,
+                r.start_ns,
+                r.duration_s,
+                r.status,
+                int(r.cold),
+                r.init_ms,
+                r.replica,
+                r.error,
             )
             for r in records
         ]
@@ -229,9 +235,7 @@ class SqliteStore:
                     (name, limit),
                 )
             else:
-                cur = db.execute(
-                    "SELECT * FROM activations ORDER BY seq DESC LIMIT ?", (limit,)
-                )
+                cur = db.execute("SELECT * FROM activations ORDER BY seq DESC LIMIT ?", (limit,))
             return [self._activation(r) for r in cur]
 
         return await self._run(q)

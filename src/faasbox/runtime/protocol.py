@@ -41,9 +41,7 @@ class FrameDecoder:
 
     __slots__ = ("_buf", "_max_body", "_on_frame")
 
-    def __init__(
-        self, on_frame: Callable[[dict[str, Any], bytes], None], max_body: int
-    ) -> None:
+    def __init__(self, on_frame: Callable[[dict[str, Any], bytes], None], max_body: int) -> None:
         self._buf = bytearray()
         self._on_frame = on_frame
         self._max_body = max_body

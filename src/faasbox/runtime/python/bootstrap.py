@@ -293,7 +293,7 @@ class Runtime:
                 threading.Thread(target=self.loop.run_forever, daemon=True).start()
             elif concurrency > 1:
                 self.executor = ThreadPoolExecutor(concurrency, thread_name_prefix="invoke")
-        except BaseException as exc:  # noqa: BLE001 - report any import failure to the host
+        except BaseException as exc:
             traceback.print_exc()
             sys.stderr.flush()
             self.send({"t": "init_error", "type": type(exc).__name__, "message": str(exc)})
@@ -334,12 +334,12 @@ class Runtime:
         token = _call_id.set(head.get("cid", ""))
         try:
             result = self.handler(*self._args(head, body))
-        except Exception as exc:  # noqa: BLE001 - errors are data for the host
+        except Exception as exc:
             self._fail(rid, exc)
         else:
             try:
                 self._reply(rid, result)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._fail(rid, exc)
         finally:
             self._flush_logs()
@@ -351,7 +351,7 @@ class Runtime:
         try:
             result = await self.handler(*self._args(head, body))
             self._reply(rid, result)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(rid, exc)
 
     def serve(self) -> None:

@@ -24,9 +24,7 @@ from faasbox.sandbox.api import ExitStatus, Limits, OutputSink, SandboxSpec
 def _rlimits(limits: Limits) -> Callable[[], None]:
     def apply() -> None:  # runs in the child between fork and exec
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-        resource.setrlimit(
-            resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes)
-        )
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
