@@ -227,9 +227,8 @@ class Deployer:
             replica = await self.factory.start(d, ignore, ignore)
         except FaasboxError as exc:
             await self.logs.flush()
-            prefix = f"{d.name}-{d.version}-"
             for line in self.logs.recent(d.name):
-                if line.instance.startswith(prefix):
+                if line.instance == exc.replica:
                     progress("  " + line.text)
             raise BuildFailed(exc.message) from None
         progress(f"handler: imported in {replica.init_ms:.0f} ms")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faasbox.deployment import Deployment
+from faasbox.errors import FaasboxError
 from faasbox.observability.logs import LogHub
 from faasbox.pool.replica import Replica
 from faasbox.runtime.protocol import BOOTSTRAP, PROTOCOL_VERSION
@@ -87,5 +88,9 @@ class ReplicaFactory:
             "concurrency": d.concurrency,
             "max_response": d.max_response,
         }
-        await replica.start(sandbox, init, self.init_timeout)
+        try:
+            await replica.start(sandbox, init, self.init_timeout)
+        except FaasboxError as exc:
+            exc.replica = rid
+            raise
         return replica

@@ -45,7 +45,9 @@ class Scaffolded:
     stack_created: bool
 
 
-def scaffold_function(name: str, *, lang: str = "python", directory: Path | None = None) -> Scaffolded:
+def scaffold_function(
+    name: str, *, lang: str = "python", directory: Path | None = None
+) -> Scaffolded:
     """Create ``directory/name/`` from the language's template and add it to
     ``directory/faasbox.yml`` (created if missing). Leaves nothing behind on failure."""
     problem = valid_name(name)
@@ -136,7 +138,11 @@ def _stack_text(old: str | None, name: str, language: Language) -> str:
     # document. Comments are lost, which is why this is only the fallback.
     data = yaml.safe_load(old) or {}
     functions = data.get("functions") or {}
-    functions[name] = {"runtime": language.runtime, "handler": language.handler, "path": f"./{name}"}
+    functions[name] = {
+        "runtime": language.runtime,
+        "handler": language.handler,
+        "path": f"./{name}",
+    }
     data["functions"] = functions
     return str(yaml.safe_dump(data, sort_keys=False))
 
@@ -158,8 +164,15 @@ def _insert_entry(text: str, entry: list[str]) -> str | None:
         if ln.strip() and not ln.lstrip().startswith("#"):
             indent = ln[: len(ln) - len(ln.lstrip())]
             break
+    # Blank lines and unindented comments at the end of the block belong to what follows.
     at = end
-    while at > start + 1 and not lines[at - 1].strip():
+    while at > start + 1 and (not lines[at - 1].strip() or lines[at - 1].startswith("#")):
         at -= 1
-    new = lines[:at] + [indent + line for line in entry] + lines[at:]
+    # Entry lines are indented by two spaces per level; use the file's step instead.
+    step = len(indent)
+    added = [
+        indent + " " * ((len(line) - len(line.lstrip())) // 2 * step) + line.lstrip()
+        for line in entry
+    ]
+    new = lines[:at] + added + lines[at:]
     return "\n".join(new) + "\n"

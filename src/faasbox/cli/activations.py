@@ -1,0 +1,105 @@
+"""``faasbox activations`` and ``faasbox activation``: records of past invocations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from faasbox.cli.render import fmt_seconds, fmt_time, fmt_value, key_values, print_json
+from faasbox.cli.state import get_state
+from faasbox.client import Activation
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON instead.")]
+
+
+def list_activations(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None, typer.Argument(metavar="NAME", help="Only this function's.", show_default=False)
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List recent invocations, newest first.
+
+    CODE is the HTTP status; COLD shows the init time of a cold start. See one in full
+    with `faasbox activation CALL_ID`.
+    """
+    state = get_state(ctx)
+    with state.client() as client:
+        records = client.activations(name, limit)
+    if as_json:
+        print_json(state.out, records)
+        return
+    if not records:
+        state.out.print("no activations yet", markup=False)
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("CALL ID", no_wrap=True, min_width=8)
+    for column in ("FUNCTION", "VER", "START", "DURATION", "CODE", "COLD"):
+        table.add_column(column, no_wrap=True)
+    errors = any(a.get("error") for a in records)
+    if errors:
+        table.add_column("ERROR", overflow="fold")
+    for a in records:
+        init = _init(a)
+        row: list[str | Text] = [
+            a.get("callId", "?"),
+            fmt_value(a.get("function")),
+            fmt_value(a.get("version")),
+            fmt_time(a.get("start"), short=True),
+            fmt_seconds(a.get("durationSeconds")),
+            _status(a),
+            init or ("yes" if a.get("coldStart") else ""),
+        ]
+        if errors:
+            row.append(Text(str(a.get("error") or ""), style="red"))
+        table.add_row(*row)
+    state.out.print(table)
+
+
+def show_activation(
+    ctx: typer.Context,
+    call_id: Annotated[
+        str, typer.Argument(metavar="CALL_ID", help="Call id (X-Call-Id of the response).")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one invocation record; for an async call also its state."""
+    state = get_state(ctx)
+    with state.client() as client:
+        a = client.activation(call_id)
+    if as_json:
+        print_json(state.out, a)
+        return
+    rows: list[tuple[str, Text | str]] = [
+        ("function", fmt_value(a.get("function"))),
+        ("version", fmt_value(a.get("version"))),
+    ]
+    if "state" in a:
+        rows.append(("state", fmt_value(a.get("state"))))
+    rows += [
+        ("status", _status(a)),
+        ("start", fmt_time(a.get("start"))),
+        ("duration", fmt_seconds(a.get("durationSeconds"))),
+        ("cold start", fmt_value(bool(a.get("coldStart")))),
+        ("init", _init(a) or "-"),
+        ("replica", fmt_value(a.get("replica"))),
+        ("error", Text(fmt_value(a.get("error")), style="red" if a.get("error") else "")),
+    ]
+    state.out.print(key_values(a.get("callId", call_id), rows))
+
+
+def _status(a: Activation) -> Text:
+    code = a.get("statusCode")
+    if code is None:
+        return Text("-")
+    return Text(str(code), style="green" if code < 400 else "red")
+
+
+def _init(a: Activation) -> str:
+    init = a.get("initMs")
+    return f"{init:.1f}ms" if isinstance(init, int | float) and a.get("coldStart") else ""

@@ -1,0 +1,158 @@
+"""``faasbox invoke``: call a function and write its answer to stdout."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from faasbox.cli.render import print_error
+from faasbox.cli.state import get_state
+from faasbox.client import INVOKE_TIMEOUT, error_from_response
+
+_HIGHLIGHT = {"x-faasbox-cold-start", "x-call-id", "x-duration-seconds"}
+
+
+def invoke(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Function name.", show_default=False)],
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="Request body (text).", show_default=False)
+    ] = None,
+    data_file: Annotated[
+        str | None,
+        typer.Option(
+            "--data-file",
+            "-D",
+            metavar="FILE",
+            help="Read the request body from FILE ('-' for stdin).",
+            show_default=False,
+        ),
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option("--header", "-H", metavar="KEY=VALUE", help="Request header; repeatable."),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option("--method", "-X", help="HTTP method. Default: POST with a body, else GET."),
+    ] = None,
+    path: Annotated[
+        str, typer.Option("--path", "-p", help="Sub-path after /function/NAME, e.g. /users/1.")
+    ] = "",
+    query: Annotated[
+        list[str] | None,
+        typer.Option("--query", "-q", metavar="KEY=VALUE", help="Query parameter; repeatable."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the answer.")
+    ] = INVOKE_TIMEOUT,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Print the status line and headers to stderr first."),
+    ] = False,
+) -> None:
+    """Call a function: POST /function/NAME, or GET without a body.
+
+    The body comes from --data, --data-file, or stdin when it is piped. The answer's body is
+    written to stdout as is; the exit code is 1 when its status is 400 or more.
+
+    Examples:
+
+    * `faasbox invoke hello --data world -v`
+    * `echo '{"a": 1}' | faasbox invoke hello -H content-type=application/json`
+    * `faasbox invoke api -X DELETE --path /items/3 --query force=true`
+    """
+    state = get_state(ctx)
+    body = _body(data, data_file)
+    headers = [_pair(h, "--header", header=True) for h in header or []]
+    params = [_pair(q, "--query") for q in query or []]
+    with state.client() as client:
+        response = client.invoke(
+            name,
+            data=body,
+            method=method.upper() if method else None,
+            path=path,
+            query=params,
+            headers=headers,
+            timeout=timeout,
+        )
+    if verbose:
+        _print_head(state.err, response)
+    if response.status_code >= 400:
+        error = error_from_response(response)
+        if error.code is None:
+            # Not faasbox's error shape: the function's own answer, which the caller may want.
+            _write_body(response.content)
+        print_error(state.err, error.message, error.detail)
+        raise typer.Exit(1)
+    _write_body(response.content)
+
+
+def _body(data: str | None, data_file: str | None) -> bytes | None:
+    if data is not None and data_file is not None:
+        raise typer.BadParameter("give either --data or --data-file, not both")
+    if data is not None:
+        return data.encode()
+    if data_file == "-":
+        return sys.stdin.buffer.read()
+    if data_file is not None:
+        try:
+            return Path(data_file).read_bytes()
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {data_file}: {exc.strerror}") from None
+    if _stdin_is_piped():
+        piped = sys.stdin.buffer.read()
+        return piped or None
+    return None
+
+
+def _stdin_is_piped() -> bool:
+    # Read stdin only when something is piped or redirected from a file: a terminal, a
+    # closed stdin or /dev/null (as under cron or CI) means "no body".
+    if sys.stdin is None:
+        return False
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISSOCK(mode)
+
+
+def _pair(text: str, option: str, *, header: bool = False) -> tuple[str, str]:
+    # Headers may also be written curl-style, `Key: value`.
+    cut = [i for i in (text.find("="), text.find(":") if header else -1) if i > 0]
+    if not cut:
+        raise typer.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint=option)
+    i = min(cut)
+    return text[:i].strip(), text[i + 1 :].strip()
+
+
+def _print_head(err: Console, response: httpx.Response) -> None:
+    err.print(
+        Text(
+            f"{response.http_version} {response.status_code} {response.reason_phrase}", style="bold"
+        ),
+        highlight=False,
+    )
+    for raw_key, raw_value in response.headers.raw:
+        key = raw_key.decode("latin-1")
+        value = raw_value.decode("latin-1")
+        style = "bold yellow" if key.lower() in _HIGHLIGHT else ""
+        err.print(Text.assemble((f"{key}: ", style or "cyan"), (value, style)), soft_wrap=True)
+    err.print()
+
+
+def _write_body(content: bytes) -> None:
+    out = sys.stdout.buffer
+    out.write(content)
+    if content and not content.endswith(b"\n") and sys.stdout.isatty():
+        out.write(b"\n")
+    out.flush()
