@@ -36,8 +36,10 @@ def test_up_deploys_the_examples_and_they_answer(tmp_path: Path) -> None:
             assert c.get(f"/function/todo-api/todos/{item['id']}").status_code == 404
             assert c.post("/function/todo-api/todos", content=b"{oops").status_code == 400
 
-            r = c.post("/function/iris-classifier",
-                       json={"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+            r = c.post(
+                "/function/iris-classifier",
+                json={"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
+            )
             assert r.status_code == 200, r.text
             assert [p["class"] for p in r.json()["predictions"]] == ["setosa", "virginica"]
             r = c.post("/function/iris-classifier", json={"features": "nope"})
