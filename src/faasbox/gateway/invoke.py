@@ -6,6 +6,7 @@ registry lookup for a warm function: the activation record and metrics are buffe
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import Any
@@ -13,7 +14,6 @@ from typing import Any
 from faasbox.errors import FaasboxError, FunctionNotFound, FunctionNotReady, PayloadTooLarge
 from faasbox.gateway.errors import error_json
 from faasbox.platform import Platform
-from faasbox.registry.api import ActivationRecord
 
 Scope = dict[str, Any]
 PREFIX = "/function/"
@@ -61,11 +61,14 @@ class InvokeHandler:
         self.activations = platform.activations
         self.metrics = platform.metrics
         self.max_request = platform.settings.max_request_bytes
+        # Call ids: a random prefix per start plus a counter; unique without a syscall per call.
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path: str = scope["path"]
         name, _, rest = path[len(PREFIX) :].partition("/")
-        call_id = os.urandom(16).hex()
+        call_id = f"{self._id_prefix}{next(self._ids):016x}"
         start_ns = time.time_ns()
         t0 = time.perf_counter()
         pool = self.pools.get(name)
@@ -120,7 +123,7 @@ class InvokeHandler:
             self.invocations[name] = self.invocations.get(name, 0) + 1
             self.metrics.observe(name, status, duration, cold_ms)
             self.activations.add(
-                ActivationRecord(
+                (
                     call_id,
                     name,
                     version,

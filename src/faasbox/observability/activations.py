@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
-from faasbox.registry.api import ActivationRecord, FunctionStore
+from faasbox.registry.api import ActivationRow, FunctionStore
 
 log = logging.getLogger("faasbox.activations")
 
@@ -16,12 +16,12 @@ class ActivationLog:
     def __init__(self, store: FunctionStore, *, delay: float = 0.25) -> None:
         self.store = store
         self.delay = delay
-        self._pending: list[ActivationRecord] = []
+        self._pending: list[ActivationRow] = []
         self._handle: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task[Any]] = set()
 
-    def add(self, record: ActivationRecord) -> None:
-        self._pending.append(record)
+    def add(self, row: ActivationRow) -> None:
+        self._pending.append(row)
         if self._handle is None:
             self._handle = asyncio.get_running_loop().call_later(self.delay, self._write_batch)
 
@@ -33,7 +33,7 @@ class ActivationLog:
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
-    async def _store(self, batch: list[ActivationRecord]) -> None:
+    async def _store(self, batch: list[ActivationRow]) -> None:
         try:
             await self.store.add_activations(batch)
         except Exception:

@@ -1,14 +1,22 @@
-"""Prometheus metrics with OpenFaaS's names, so existing dashboards work. One registry per
-platform (no global state); label children are cached so the hot path does one dict
-lookup per call."""
+"""Prometheus metrics with OpenFaaS's names, so existing dashboards work.
+
+The hot path only bumps plain integers in a per-function record (no locks, no label
+lookups); prometheus-client renders them at scrape time through a custom collector. One
+registry per platform, no global state.
+"""
 
 from __future__ import annotations
 
-import contextlib
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
@@ -32,70 +40,88 @@ LATENCY_BUCKETS = (
 COLD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
-class _Replicas(Collector):
-    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
-        self._counts = counts
+class _Histogram:
+    __slots__ = ("bounds", "counts", "total")
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        g = GaugeMetricFamily(
-            "gateway_service_count", "Current replicas of a function", labels=["function_name"]
-        )
-        for name, n in sorted(self._counts().items()):
-            g.add_metric([name], n)
-        yield g
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def export(self) -> tuple[list[tuple[str, float]], float]:
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+        return buckets, self.total
 
 
-class Metrics:
+class _FunctionStats:
+    __slots__ = ("codes", "cold", "cold_seconds", "seconds")
+
+    def __init__(self) -> None:
+        self.codes: dict[int, int] = {}
+        self.seconds = _Histogram(LATENCY_BUCKETS)
+        self.cold = 0
+        self.cold_seconds = _Histogram(COLD_BUCKETS)
+
+
+class Metrics(Collector):
     def __init__(self, replica_counts: Callable[[], dict[str, int]]) -> None:
+        self._replica_counts = replica_counts
+        self._stats: dict[str, _FunctionStats] = {}
         self.registry = CollectorRegistry()
-        self._invocations = Counter(
-            "gateway_function_invocation",
-            "Invocations by function and status code",
-            ["function_name", "code"],
-            registry=self.registry,
-        )
-        self._seconds = Histogram(
-            "gateway_functions_seconds",
-            "Invocation duration in seconds",
-            ["function_name"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self._cold = Counter(
-            "faasbox_cold_starts",
-            "Invocations that started a replica",
-            ["function_name"],
-            registry=self.registry,
-        )
-        self._cold_seconds = Histogram(
-            "faasbox_cold_start_seconds",
-            "Time to start a replica (sandbox + runtime + import)",
-            ["function_name"],
-            buckets=COLD_BUCKETS,
-            registry=self.registry,
-        )
-        self.registry.register(_Replicas(replica_counts))
-        self._children: dict[tuple[str, int], tuple[object, object]] = {}
+        self.registry.register(self)
 
     def observe(self, function: str, code: int, seconds: float, cold_ms: float | None) -> None:
-        key = (function, code)
-        pair = self._children.get(key)
-        if pair is None:
-            pair = self._children[key] = (
-                self._invocations.labels(function, str(code)),
-                self._seconds.labels(function),
-            )
-        pair[0].inc()  # type: ignore[attr-defined]
-        pair[1].observe(seconds)  # type: ignore[attr-defined]
+        st = self._stats.get(function)
+        if st is None:
+            st = self._stats[function] = _FunctionStats()
+        codes = st.codes
+        codes[code] = codes.get(code, 0) + 1
+        st.seconds.observe(seconds)
         if cold_ms is not None:
-            self._cold.labels(function).inc()
-            self._cold_seconds.labels(function).observe(cold_ms / 1000)
+            st.cold += 1
+            st.cold_seconds.observe(cold_ms / 1000)
 
     def forget(self, function: str) -> None:
-        for key in [k for k in self._children if k[0] == function]:
-            del self._children[key]
-            with contextlib.suppress(KeyError):
-                self._invocations.remove(function, str(key[1]))
-        for family in (self._seconds, self._cold, self._cold_seconds):
-            with contextlib.suppress(KeyError):
-                family.remove(function)
+        self._stats.pop(function, None)
+
+    def collect(self) -> Iterator[Metric]:
+        invocations = CounterMetricFamily(
+            "gateway_function_invocation",
+            "Invocations by function and status code",
+            labels=["function_name", "code"],
+        )
+        seconds = HistogramMetricFamily(
+            "gateway_functions_seconds",
+            "Invocation duration in seconds",
+            labels=["function_name"],
+        )
+        cold = CounterMetricFamily(
+            "faasbox_cold_starts", "Invocations that started a replica", labels=["function_name"]
+        )
+        cold_seconds = HistogramMetricFamily(
+            "faasbox_cold_start_seconds",
+            "Time to start a replica (sandbox + runtime + handler import)",
+            labels=["function_name"],
+        )
+        for name, st in sorted(self._stats.items()):
+            for code, n in sorted(st.codes.items()):
+                invocations.add_metric([name, str(code)], n)
+            buckets, total = st.seconds.export()
+            seconds.add_metric([name], buckets, total)
+            cold.add_metric([name], st.cold)
+            buckets, total = st.cold_seconds.export()
+            cold_seconds.add_metric([name], buckets, total)
+        replicas = GaugeMetricFamily(
+            "gateway_service_count", "Current replicas of a function", labels=["function_name"]
+        )
+        for name, n in sorted(self._replica_counts().items()):
+            replicas.add_metric([name], n)
+        yield from (invocations, seconds, cold, cold_seconds, replicas)

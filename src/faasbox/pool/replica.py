@@ -62,7 +62,8 @@ class Replica(asyncio.Protocol):
         self.sandbox: SafeSandbox | None = None
         self._on_slot_free = on_slot_free
         self._on_death = on_death
-        self._pending: dict[int, asyncio.Future[Response]] = {}
+        # id -> (future, timeout handle)
+        self._pending: dict[int, tuple[asyncio.Future[Response], asyncio.TimerHandle]] = {}
         self._call_ids: dict[int, str] = {}
         self._transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder(self._on_frame, max_body=max_response + 65536)
@@ -118,7 +119,8 @@ class Replica(asyncio.Protocol):
             self._startup.exception()
         pending, self._pending = self._pending, {}
         self._call_ids.clear()
-        for fut in pending.values():
+        for fut, handle in pending.values():
+            handle.cancel()
             if not fut.done():
                 fut.set_exception(exc)
         self.inflight = 0
@@ -152,11 +154,9 @@ class Replica(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._write(encode(head, body))
         fut: asyncio.Future[Response] = loop.create_future()
-        self._pending[rid] = fut
+        self._pending[rid] = (fut, loop.call_later(timeout, self._on_timeout, rid, timeout))
         self._call_ids[rid] = head.get("cid", "")
         self.inflight += 1
-        handle = loop.call_later(timeout, self._on_timeout, rid, timeout)
-        fut.add_done_callback(lambda _f: handle.cancel())
         return fut
 
     def current_call_id(self) -> str:
@@ -166,9 +166,10 @@ class Replica(asyncio.Protocol):
         return ""
 
     def _on_timeout(self, rid: int, timeout: float) -> None:
-        fut = self._pending.pop(rid, None)
-        if fut is None:
+        entry = self._pending.pop(rid, None)
+        if entry is None:
             return
+        fut = entry[0]
         if not fut.done():
             fut.set_exception(InvocationTimeout(f"function timed out after {timeout:g}s"))
         # The runtime is stuck in the handler: it cannot be trusted with another call.
@@ -207,10 +208,12 @@ class Replica(asyncio.Protocol):
         t = head.get("t")
         if t == "res" or t == "err":
             rid = head.get("id")
-            fut = self._pending.pop(rid, None)  # type: ignore[arg-type]
-            self._call_ids.pop(rid, None)  # type: ignore[arg-type]
-            if fut is None:
+            entry = self._pending.pop(rid, None)  # type: ignore[arg-type]
+            if entry is None:
                 return  # timed out already
+            fut, handle = entry
+            handle.cancel()
+            del self._call_ids[rid]  # type: ignore[arg-type]
             self.inflight -= 1
             self.last_used = time.monotonic()
             if not fut.done():

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from faasbox.errors import Conflict, FunctionNotFound
-from faasbox.registry.api import ActivationRecord, FunctionRecord, VersionRecord
+from faasbox.registry.api import ActivationRecord, ActivationRow, FunctionRecord, VersionRecord
 
 T = TypeVar("T")
 
@@ -180,23 +180,7 @@ class SqliteStore:
         return await self._run(tx)
 
     # -- activations -----------------------------------------------------------------------
-    async def add_activations(self, records: list[ActivationRecord]) -> None:
-        rows = [
-            (
-                r.call_id,
-                r.function,
-                r.version,
-                r.start_ns,
-                r.duration_s,
-                r.status,
-                int(r.cold),
-                r.init_ms,
-                r.replica,
-                r.error,
-            )
-            for r in records
-        ]
-
+    async def add_activations(self, rows: list[ActivationRow]) -> None:
         def tx(db: sqlite3.Connection) -> None:
             # One statement for the whole batch: sqlite3 releases the GIL around each step,
             # and a step per row would make the event loop thread fight for it.

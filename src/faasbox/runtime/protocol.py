@@ -7,11 +7,12 @@ Bodies are never encoded: they travel as bytes from the HTTP request to the hand
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 PROTOCOL_VERSION = 1
 HEAD = struct.Struct("<II")
@@ -19,15 +20,13 @@ MAX_HEADER = 1024 * 1024
 
 BOOTSTRAP = Path(__file__).parent / "python" / "bootstrap.py"
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-
 
 class ProtocolError(Exception):
     """The runtime sent something that is not a valid frame."""
 
 
 def encode(head: dict[str, Any], body: bytes = b"") -> bytes:
-    h = _dumps(head).encode()
+    h = orjson.dumps(head)
     return HEAD.pack(len(h), len(body)) + h + body
 
 
@@ -59,11 +58,14 @@ class FrameDecoder:
             if len(buf) < end:
                 return
             try:
-                head = json.loads(buf[8 : 8 + hlen])
-            except ValueError as exc:
+                head = orjson.loads(memoryview(buf)[8 : 8 + hlen])
+            except orjson.JSONDecodeError as exc:
                 raise ProtocolError(f"malformed frame header: {exc}") from None
             if not isinstance(head, dict):
                 raise ProtocolError("frame header is not an object")
-            body = bytes(buf[8 + hlen : end])
-            del buf[:end]
+            body = bytes(buf[8 + hlen : end]) if blen else b""
+            if len(buf) == end:
+                buf.clear()
+            else:
+                del buf[:end]
             self._on_frame(head, body)
