@@ -42,7 +42,11 @@ from typing import Any
 PROTOCOL_VERSION = 1
 _HEAD = struct.Struct("<II")
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
-_loads = json.loads
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _loads(data: bytes | bytearray) -> Any:
+    return _raw_decode(data.decode())[0]
 _local = threading.local()
 _call_id: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="")
 
@@ -113,9 +117,10 @@ class Headers(dict):  # type: ignore[type-arg]
 
     def __init__(self, pairs: list[list[str]]) -> None:
         super().__init__()
+        has = dict.__contains__
         for k, v in pairs:
             k = k.lower()
-            dict.__setitem__(self, k, f"{self[k]}, {v}" if k in self else v)
+            dict.__setitem__(self, k, f"{dict.__getitem__(self, k)}, {v}" if has(self, k) else v)
 
     def __getitem__(self, key: str) -> str:
         return dict.__getitem__(self, key.lower())
@@ -128,15 +133,30 @@ class Headers(dict):  # type: ignore[type-arg]
 
 
 class Event:
-    __slots__ = ("body", "headers", "method", "path", "query", "query_string")
+    """The request. Headers and query are parsed on first use: most handlers read neither."""
+
+    __slots__ = ("_headers", "_query", "_raw_headers", "body", "method", "path", "query_string")
 
     def __init__(self, head: dict[str, Any], body: bytes) -> None:
         self.body = body
-        self.headers = Headers(head.get("h", []))
+        self._raw_headers = head.get("h", [])
+        self._headers: Headers | None = None
+        self._query: dict[str, str] | None = None
         self.method = head.get("m", "GET")
         self.path = head.get("p", "/")
         self.query_string = head.get("q", "")
-        self.query = _parse_query(self.query_string)
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = Headers(self._raw_headers)
+        return self._headers
+
+    @property
+    def query(self) -> dict[str, str]:
+        if self._query is None:
+            self._query = _parse_query(self.query_string)
+        return self._query
 
     @property
     def text(self) -> str:
