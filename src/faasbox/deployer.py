@@ -27,6 +27,7 @@ LABEL_MIN = "com.openfaas.scale.min"
 LABEL_MAX = "com.openfaas.scale.max"
 LABEL_IDLE = "com.openfaas.scale.zero-duration"
 LABEL_QUEUE = "faasbox.queue.max"
+LABEL_PREFETCH = "faasbox.prefetch"
 
 
 def _int_label(labels: dict[str, str], key: str, default: int, lo: int, hi: int) -> int:
@@ -105,6 +106,7 @@ class Deployer:
             max_replicas=max_r,
             idle_timeout=idle,
             max_queue=_int_label(labels, LABEL_QUEUE, 100, 0, 100_000),
+            prefetch=_int_label(labels, LABEL_PREFETCH, 1, 0, 16),
             max_response=self.max_response,
             max_request=self.max_request,
         )

@@ -19,6 +19,7 @@ The gateway turns every one of these into the JSON error shape
     └── InvocationError               (raised on the invoke path)
         ├── HandlerError              500 handler_error
         ├── ReplicaFailed             502 replica_failed  (crash, exit, protocol violation)
+        │   ├── NotStarted            (retried on another replica, never seen by clients)
         │   ├── OutOfMemory           502 out_of_memory
         │   └── ResponseTooLarge      502 response_too_large
         └── InvocationTimeout         504 timeout
@@ -34,6 +35,7 @@ class FaasboxError(Exception):
     # Set on the invoke path, for the activation record of a failed call.
     replica = ""
     version = 0
+    cold_ms: float | None = None
 
     def __init__(self, message: str, *, detail: str | None = None) -> None:
         super().__init__(message)
@@ -103,6 +105,13 @@ class HandlerError(InvocationError):
 
 class ReplicaFailed(InvocationError):
     status = 502
+    code = "replica_failed"
+
+
+class NotStarted(ReplicaFailed):
+    """The replica died before it began this call (it was queued behind another one):
+    safe to run elsewhere."""
+
     code = "replica_failed"
 
 

@@ -222,7 +222,7 @@ def test_update_rolls_to_new_version(client: httpx.Client) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(1) as ex:
         slow = ex.submit(client.get, "/function/dep-roll?slow=1")
-        wait_for(lambda: client.get("/system/function/dep-roll").json()["replicas"] >= 1)
+        wait_for(lambda: client.get("/system/function/dep-roll").json()["inflight"] == 1)
         r = deploy(client, "dep-roll", code.replace("{v}", "two"), method="PUT")
         assert r.json()["version"] == 2
         assert client.get("/function/dep-roll").text == "two"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 
@@ -55,6 +54,7 @@ def test_logs_tail_since_and_follow(client: httpx.Client, server) -> None:  # ty
     assert texts(since="2999-01-01T00:00:00Z") == []
 
     got: list[dict] = []
+    subscribed = threading.Event()
     with httpx.Client(base_url=server.url, timeout=30) as follower:
 
         def follow() -> None:
@@ -63,6 +63,7 @@ def test_logs_tail_since_and_follow(client: httpx.Client, server) -> None:  # ty
                 "/system/logs",
                 params={"name": "obs-logs", "follow": "true", "since": "2999-01-01T00:00:00Z"},
             ) as r:
+                subscribed.set()  # the server subscribes before it answers with headers
                 for line in r.iter_lines():
                     if line:
                         got.append(json.loads(line))
@@ -71,7 +72,7 @@ def test_logs_tail_since_and_follow(client: httpx.Client, server) -> None:  # ty
 
         t = threading.Thread(target=follow, daemon=True)
         t.start()
-        time.sleep(0.5)  # let the follower subscribe
+        assert subscribed.wait(15)
         client.get("/function/obs-logs?n=live")
         t.join(15)
     assert any(x["text"] == "line live" for x in got), got

@@ -34,13 +34,14 @@ def test_scale_up_to_max_then_queue(client: httpx.Client) -> None:
 
 
 def test_queue_full_is_429(client: httpx.Client) -> None:
-    deploy(client, "sc-429", SLOW, labels={"com.openfaas.scale.max": "1", "faasbox.queue.max": "1"})
+    labels = {"com.openfaas.scale.max": "1", "faasbox.queue.max": "1", "faasbox.prefetch": "0"}
+    deploy(client, "sc-429", SLOW, labels=labels)
     client.get("/function/sc-429")  # warm
     with concurrent.futures.ThreadPoolExecutor(3) as ex:
         busy = ex.submit(client.get, "/function/sc-429?s=1.5")
-        time.sleep(0.3)
+        wait_for(lambda: _status(client, "sc-429")["inflight"] == 1)
         queued = ex.submit(client.get, "/function/sc-429?s=0")
-        time.sleep(0.3)
+        wait_for(lambda: _status(client, "sc-429")["waiting"] == 1)
         rejected = client.get("/function/sc-429?s=0")
         assert rejected.status_code == 429, rejected.text
         assert error_code(rejected) == "too_many_requests"
@@ -78,7 +79,7 @@ def test_scale_function_endpoint(client: httpx.Client) -> None:
     wait_for(lambda: _status(client, "sc-api")["replicas"] == 3)
     with concurrent.futures.ThreadPoolExecutor(1) as ex:
         inflight = ex.submit(client.get, "/function/sc-api?s=1")
-        time.sleep(0.3)
+        wait_for(lambda: _status(client, "sc-api")["inflight"] == 1)
         r = client.post(
             "/system/scale-function/sc-api", json={"serviceName": "sc-api", "replicas": 0}
         )
@@ -99,3 +100,49 @@ def test_scale_bad_input(client: httpx.Client) -> None:
         assert r.status_code == 400 and error_code(r) == "bad_request", body
     r = client.post("/system/scale-function/sc-bad", content=b"{{")
     assert r.status_code == 400
+
+
+def test_prefetch_queues_one_call_in_a_busy_replica(client: httpx.Client) -> None:
+    """With prefetch 1 (the default), a busy replica at max takes one more call in its
+    channel; it runs right after the current one, in order."""
+    deploy(
+        client,
+        "sc-prefetch",
+        SLOW,
+        labels={"com.openfaas.scale.max": "1", "faasbox.queue.max": "0"},
+    )
+    client.get("/function/sc-prefetch")  # warm
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        busy = ex.submit(client.get, "/function/sc-prefetch?s=1")
+        wait_for(lambda: _status(client, "sc-prefetch")["inflight"] == 1)
+        prefetched = ex.submit(client.get, "/function/sc-prefetch?s=0")
+        wait_for(lambda: _status(client, "sc-prefetch")["inflight"] == 2)
+        assert _status(client, "sc-prefetch")["waiting"] == 0
+        rejected = client.get("/function/sc-prefetch?s=0")
+        assert rejected.status_code == 429, rejected.text
+        assert busy.result().status_code == 200
+        r = prefetched.result()
+        assert r.status_code == 200 and float(r.headers["x-duration-seconds"]) > 0.4
+
+
+def test_call_queued_behind_a_crash_runs_elsewhere(client: httpx.Client) -> None:
+    code = """
+    import os, time
+    def handle(event, context):
+        if event.query.get("crash"):
+            time.sleep(0.5)
+            os._exit(9)
+        return "survived"
+    """
+    deploy(client, "sc-requeue", code, labels={"com.openfaas.scale.max": "1"})
+    client.get("/function/sc-requeue")  # warm
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        crash = ex.submit(client.get, "/function/sc-requeue?crash=1")
+        wait_for(lambda: _status(client, "sc-requeue")["inflight"] == 1)
+        behind = ex.submit(client.get, "/function/sc-requeue")
+        r = crash.result()
+        assert r.status_code == 502 and "exited with code 9" in r.json()["error"]["message"]
+        # It never began on the crashed replica, so it ran on a new one.
+        b = behind.result()
+        assert b.status_code == 200 and b.text == "survived", b.text
+        assert b.headers["x-faasbox-cold-start"] == "true"

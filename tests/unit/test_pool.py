@@ -19,6 +19,7 @@ class FakeReplica:
         self.id = f"r{n}"
         self.version = d.version
         self.concurrency = d.concurrency
+        self.capacity = d.concurrency + d.prefetch
         self.alive = True
         self.retiring = False
         self.inflight = 0
@@ -80,7 +81,7 @@ async def _settle() -> None:
 @pytest.mark.anyio
 async def test_reuses_warm_replica_and_scales_to_max_then_queues_then_429() -> None:
     starter = FakeStarter()
-    pool = FunctionPool(_dep(max_replicas=2, max_queue=1), starter)  # type: ignore[arg-type]
+    pool = FunctionPool(_dep(max_replicas=2, max_queue=1, prefetch=0), starter)  # type: ignore[arg-type]
     calls = [asyncio.ensure_future(pool.invoke({}, b"")) for _ in range(3)]
     await _settle()
     assert len(starter.started) == 2, "two replicas start; the third caller waits"
@@ -135,6 +136,31 @@ async def test_replace_retires_old_version_after_inflight() -> None:
     assert starter.started[-1].version == 2
     starter.started[-1].finish()
     assert (await new_call).version == 2
+
+
+@pytest.mark.anyio
+async def test_prefetch_queues_in_the_least_loaded_replica_only_at_max() -> None:
+    starter = FakeStarter()
+    pool = FunctionPool(_dep(max_replicas=2, max_queue=0, prefetch=1), starter)  # type: ignore[arg-type]
+    calls = [asyncio.ensure_future(pool.invoke({}, b"")) for _ in range(2)]
+    await _settle()
+    calls += [asyncio.ensure_future(pool.invoke({}, b"")) for _ in range(2)]
+    await _settle()
+    assert len(starter.started) == 2
+    assert sorted(r.inflight for r in starter.started) == [2, 2]
+    with pytest.raises(TooManyRequests):
+        await pool.invoke({}, b"")
+    r0 = starter.started[0]
+    r0.finish()  # the queued call moves up; no slot becomes free
+    await _settle()
+    assert r0.inflight == 1 and list(pool._free) == []
+    r0.finish()
+    await _settle()
+    assert list(pool._free) == [r0]
+    for r in starter.started:
+        while r.gates:
+            r.finish()
+    await asyncio.gather(*calls)
 
 
 @pytest.fixture

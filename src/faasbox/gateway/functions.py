@@ -34,6 +34,8 @@ def status_json(p: Platform, rec: FunctionRecord, *, detail: bool = False) -> di
         "status": rec.latest.status,
         "replicas": len(pool.replicas) if pool else 0,
         "availableReplicas": pool.available if pool else 0,
+        "inflight": pool.inflight if pool else 0,
+        "waiting": pool.waiting if pool else 0,
         "invocationCount": p.deployer.invocations.get(rec.name, 0),
         "envVars": spec.get("envVars", {}),
         "labels": spec.get("labels", {}),

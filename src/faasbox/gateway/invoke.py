@@ -110,7 +110,7 @@ class InvokeHandler:
                 list(_JSON),
             )
             error = f"{exc.code}: {exc.message}"
-            replica, version = exc.replica, exc.version or version
+            replica, version, cold_ms = exc.replica, exc.version or version, exc.cold_ms
         duration = time.perf_counter() - t0
         out.append((b"content-length", str(len(rbody)).encode()))
         out.append((b"x-call-id", call_id.encode()))

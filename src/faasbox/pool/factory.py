@@ -56,6 +56,7 @@ class ReplicaFactory:
             function=d.name,
             version=d.version,
             concurrency=d.concurrency,
+            prefetch=d.prefetch,
             memory_bytes=d.memory_bytes,
             max_response=d.max_response,
             on_slot_free=on_slot_free,

@@ -17,7 +17,13 @@ from typing import Any, Protocol
 
 from faasbox.background import Background
 from faasbox.deployment import Deployment
-from faasbox.errors import FaasboxError, InvocationTimeout, ReplicaFailed, TooManyRequests
+from faasbox.errors import (
+    FaasboxError,
+    InvocationTimeout,
+    NotStarted,
+    ReplicaFailed,
+    TooManyRequests,
+)
 from faasbox.pool.replica import Replica, Response
 
 log = logging.getLogger("faasbox.pool")
@@ -56,19 +62,26 @@ class FunctionPool:
 
     # -- hot path ------------------------------------------------------------------
     async def invoke(self, head: dict[str, Any], body: bytes) -> Invocation:
-        replica = self._take_free()
-        cold = False
-        if replica is None:
-            replica, cold = await self._acquire_slow()
-        replica.last_used = time.monotonic()
-        try:
-            response = await replica.call(head, body, self.deployment.timeout)
-        except FaasboxError as exc:
-            exc.replica, exc.version = replica.id, replica.version
-            raise
-        return Invocation(
-            response, cold, replica.init_ms if cold else 0.0, replica.id, replica.version
-        )
+        for attempt in range(3):
+            replica = self._take_free()
+            cold = False
+            if replica is None:
+                replica, cold = await self._acquire_slow()
+            replica.last_used = time.monotonic()
+            try:
+                response = await replica.call(head, body, self.deployment.timeout)
+            except NotStarted:
+                if attempt == 2:
+                    raise
+                continue  # queued behind a call that killed its replica: run it elsewhere
+            except FaasboxError as exc:
+                exc.replica, exc.version = replica.id, replica.version
+                exc.cold_ms = replica.init_ms if cold else None
+                raise
+            return Invocation(
+                response, cold, replica.init_ms if cold else 0.0, replica.id, replica.version
+            )
+        raise AssertionError("unreachable")
 
     def _take_free(self) -> Replica | None:
         free = self._free
@@ -91,6 +104,8 @@ class FunctionPool:
                 r.last_used = time.monotonic()
                 fut.set_result(r)
                 return
+        if r.inflight >= r.concurrency:
+            return  # a queued call of this replica takes the slot that just freed
         self._free.append(r)
         if r.inflight == 0 and self._reap_handle is None:
             self._schedule_reap(self.deployment.idle_timeout)
@@ -102,6 +117,9 @@ class FunctionPool:
             raise ReplicaFailed(f"function {d.name!r} is being removed")
         if len(self.replicas) + self.starting < d.max_replicas:
             return await self._cold_start(d), True
+        queued = self._least_loaded()
+        if queued is not None:
+            return queued, False
         if len(self._waiters) >= d.max_queue:
             raise TooManyRequests(
                 f"function {d.name!r} is at capacity ({d.max_replicas} replicas x "
@@ -115,6 +133,22 @@ class FunctionPool:
             return await fut, False
         finally:
             handle.cancel()
+
+    def _least_loaded(self) -> Replica | None:
+        """At max replicas, every slot busy: the replica with the fewest calls, if it has
+        room to queue one more in its channel (see ``Replica.capacity``)."""
+        best: Replica | None = None
+        version = self.deployment.version
+        for r in self.replicas:
+            if (
+                r.alive
+                and not r.retiring
+                and r.version == version
+                and r.inflight < r.capacity
+                and (best is None or r.inflight < best.inflight)
+            ):
+                best = r
+        return best
 
     @staticmethod
     def _waiter_timeout(fut: asyncio.Future[Replica], timeout: float) -> None:
@@ -197,6 +231,16 @@ class FunctionPool:
             self._schedule_reap(next_due - now)
 
     # -- management ------------------------------------------------------------------
+    @property
+    def inflight(self) -> int:
+        """Calls running or queued in replicas."""
+        return sum(r.inflight for r in self.replicas)
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting in the pool for a replica."""
+        return sum(1 for w in self._waiters if not w.done())
+
     @property
     def available(self) -> int:
         return sum(1 for r in self.replicas if r.alive and not r.retiring)

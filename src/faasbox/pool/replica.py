@@ -7,6 +7,7 @@ reader loop, only the event loop's own socket callbacks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -18,6 +19,7 @@ from faasbox.errors import (
     FaasboxError,
     HandlerError,
     InvocationTimeout,
+    NotStarted,
     OutOfMemory,
     ReplicaFailed,
     ResponseTooLarge,
@@ -44,6 +46,7 @@ class Replica(asyncio.Protocol):
         function: str,
         version: int,
         concurrency: int,
+        prefetch: int = 0,
         memory_bytes: int,
         max_response: int,
         on_slot_free: Callable[[Replica], None],
@@ -53,6 +56,10 @@ class Replica(asyncio.Protocol):
         self.function = function
         self.version = version
         self.concurrency = concurrency
+        # Calls the host may queue in the replica's channel beyond ``concurrency``: the
+        # runtime starts them as soon as a running one ends, with no wake-up round trip
+        # through the host in between.
+        self.capacity = concurrency + prefetch
         self.memory_bytes = memory_bytes
         self.inflight = 0
         self.alive = False
@@ -119,10 +126,16 @@ class Replica(asyncio.Protocol):
             self._startup.exception()
         pending, self._pending = self._pending, {}
         self._call_ids.clear()
-        for fut, handle in pending.values():
+        # The runtime starts calls in the order they were sent: all but the oldest
+        # ``concurrency`` never began, and may run on another replica.
+        for n, (fut, handle) in enumerate(pending.values()):
             handle.cancel()
             if not fut.done():
-                fut.set_exception(exc)
+                fut.set_exception(
+                    exc
+                    if n < self.concurrency
+                    else NotStarted(f"replica {reason} before the call began")
+                )
         self.inflight = 0
         if self._transport is not None:
             self._transport.close()
@@ -160,8 +173,9 @@ class Replica(asyncio.Protocol):
         return fut
 
     def current_call_id(self) -> str:
-        """The call in flight when there is exactly one; for attributing untagged output."""
-        if len(self._call_ids) == 1:
+        """The running call when only one can run (the oldest sent); for attributing
+        output the runtime did not tag."""
+        if self.concurrency == 1 and self._call_ids:
             return next(iter(self._call_ids.values()))
         return ""
 
@@ -200,9 +214,18 @@ class Replica(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._death_reason is None:
-            self._die("channel closed", ReplicaFailed("replica closed its channel"))
+            # Usually the process is exiting: wait briefly for its status, so callers
+            # learn why (exit code, signal, out of memory) rather than "channel closed".
+            self._background.spawn(self._channel_closed())
+
+    async def _channel_closed(self) -> None:
+        if self.sandbox is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.sandbox.exited), 1.0)
+        if self._death_reason is None:  # the exit callback did not explain it
+            self._die("channel closed", ReplicaFailed("replica closed its channel unexpectedly"))
             if self.sandbox is not None:
-                self._background.spawn(self.sandbox.destroy())
+                await self.sandbox.destroy()
 
     def _on_frame(self, head: dict[str, Any], body: bytes) -> None:
         t = head.get("t")

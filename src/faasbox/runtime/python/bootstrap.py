@@ -47,6 +47,8 @@ _raw_decode = json.JSONDecoder().raw_decode
 
 def _loads(data: bytes | bytearray) -> Any:
     return _raw_decode(data.decode())[0]
+
+
 _local = threading.local()
 _call_id: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="")
 
@@ -243,6 +245,8 @@ class Runtime:
         self.max_response = 6 * 1024 * 1024
         self.executor: ThreadPoolExecutor | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.concurrency = 1
+        self.slots: asyncio.Semaphore | None = None
 
     # -- channel -----------------------------------------------------------------
     def send(self, head: dict[str, Any], body: bytes = b"") -> None:
@@ -308,6 +312,7 @@ class Runtime:
             ]
             self.classic = len(params) == 1
             concurrency = int(msg.get("concurrency", 1))
+            self.concurrency = concurrency
             if self.is_async:
                 self.loop = asyncio.new_event_loop()
                 threading.Thread(target=self.loop.run_forever, daemon=True).start()
