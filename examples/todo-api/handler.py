@@ -29,9 +29,14 @@ def _reply(status, body=None):
     return {"statusCode": status, "body": json.dumps(body), "headers": dict(_JSON)}
 
 
+_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
+
 def _error(status, message, **extra):
+    # The same error shape as faasbox's own errors, so clients handle both alike.
     headers = dict(_JSON, **extra)
-    return {"statusCode": status, "body": json.dumps({"error": message}), "headers": headers}
+    err = {"code": _CODES.get(status, "error"), "message": message}
+    return {"statusCode": status, "body": json.dumps({"error": err}), "headers": headers}
 
 
 def _create(event):

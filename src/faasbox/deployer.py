@@ -154,16 +154,29 @@ class Deployer:
     # -- deploy ----------------------------------------------------------------------------
     async def deploy(
         self, spec: FunctionSpec, bundle: bytes, *, update: bool, wait: bool
-    ) -> tuple[int, str]:
-        """Store a new version and build it. Returns (version, build log) when ``wait``;
-        otherwise returns at once with the build running in the background."""
+    ) -> tuple[int, str, bool]:
+        """Store a new version and build it. Returns (version, build log, unchanged) when
+        ``wait``; otherwise returns at once with the build running in the background."""
         name = spec.service
-        if update and await self.store.get_function(name) is None:
+        existing = await self.store.get_function(name) if update else None
+        if update and existing is None:
             raise FunctionNotFound(name)
         sha, code_dir = await asyncio.to_thread(unpack, bundle, self.code_root)
         # Reject bad labels/limits before anything is stored.
         self.resolve(spec, 0, code_dir, None)
         spec_json = spec.model_dump(exclude_none=True)
+        if (
+            existing is not None
+            and existing.latest.status == "ready"
+            and existing.latest.bundle_sha == sha
+            and existing.latest.spec == spec_json
+        ):
+            # Same code and spec as the serving version: nothing to build or roll.
+            return (
+                existing.latest.version,
+                (f"unchanged: version {existing.latest.version} already has this code and spec"),
+                True,
+            )
         if update:
             version = await self.store.add_version(name, spec_json, sha)
         else:
@@ -176,9 +189,9 @@ class Deployer:
         if not wait:
             # The outcome is recorded in the registry; nobody awaits this one.
             build.add_done_callback(lambda t: t.cancelled() or t.exception())
-            return version, ""
+            return version, "", False
         build_log = await asyncio.shield(build)
-        return version, build_log
+        return version, build_log, False
 
     async def _build(
         self, spec: FunctionSpec, version: int, code_dir: Path, *, new: bool, rollback: bool

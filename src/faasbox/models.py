@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -70,9 +71,20 @@ class FunctionSpec(BaseModel):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for k in v:
-            if not k or "=" in k or "\0" in k or k.startswith("FAASBOX_"):
+            if not k or "=" in k or "\0" in k:
                 raise ValueError(f"invalid environment variable name {k!r}")
+            if k.startswith("FAASBOX_"):
+                raise ValueError(f"environment variable {k!r}: the FAASBOX_ prefix is reserved")
         return v
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "body"
+    if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+        close = difflib.get_close_matches(str(error["loc"][0]), FunctionSpec.model_fields, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown field {where!r}{hint}"
+    return f"{where}: {error['msg']}"
 
 
 def parse_spec(data: Any) -> FunctionSpec:
@@ -81,9 +93,7 @@ def parse_spec(data: Any) -> FunctionSpec:
     try:
         spec = FunctionSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(_describe(e) for e in exc.errors())
         raise BadRequest(f"invalid deploy spec: {problems}") from None
     check_name(spec.service)
     return spec

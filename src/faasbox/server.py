@@ -65,8 +65,11 @@ def run(
     log_level: str = "warning",
 ) -> None:
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=getattr(logging, log_level.upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The deploy client's per-request lines are noise in the platform's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         import uvloop
 

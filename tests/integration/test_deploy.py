@@ -277,3 +277,34 @@ def test_system_info_and_health(client: httpx.Client) -> None:
 def test_unknown_route_is_json_404(client: httpx.Client) -> None:
     r = client.get("/system/nothing-here")
     assert r.status_code == 404 and error_code(r) == "not_found"
+
+
+def test_redeploying_identical_code_and_spec_makes_no_new_version(client: httpx.Client) -> None:
+    deploy(client, "dep-same", HELLO, envVars={"A": "1"})
+    r = deploy(client, "dep-same", HELLO, envVars={"A": "1"}, method="PUT").json()
+    assert r["unchanged"] is True and r["deployedVersion"] == 1 and r["version"] == 1
+    r = deploy(client, "dep-same", HELLO, envVars={"A": "2"}, method="PUT").json()
+    assert r["unchanged"] is False and r["deployedVersion"] == 2
+
+
+def test_status_shows_effective_defaults(client: httpx.Client) -> None:
+    deploy(client, "dep-defaults", HELLO)
+    st = client.get("/system/function/dep-defaults").json()
+    assert st["timeout"] == "30s" and st["limits"]["memory"] == "256Mi"
+    assert (st["minReplicas"], st["maxReplicas"]) == (0, 5)
+
+
+def test_unknown_spec_field_suggests_the_right_one(client: httpx.Client) -> None:
+    r = _raw_deploy(
+        client, {"service": "dep-typo", "envVar": {"A": "1"}}, make_zip({"handler.py": HELLO})
+    )
+    assert r.status_code == 400
+    assert "did you mean 'envVars'" in r.json()["error"]["message"]
+
+
+def test_build_log_traceback_shows_only_the_functions_own_frames(client: httpx.Client) -> None:
+    code = "import json\n\ndef helper():\n    raise RuntimeError('broken at import')\n\nhelper()\n"
+    r = deploy(client, "dep-trace", code, expect=400)
+    detail = r.json()["error"]["detail"]
+    assert 'File "handler.py", line 6' in detail and "RuntimeError: broken at import" in detail
+    assert "bootstrap.py" not in detail and "importlib" not in detail

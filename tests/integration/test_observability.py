@@ -32,6 +32,8 @@ def test_activations_list_and_get(client: httpx.Client) -> None:
     assert r.status_code == 404 and error_code(r) == "not_found"
     r = client.get("/system/activations", params={"limit": "many"})
     assert r.status_code == 400
+    r = client.get("/system/activations", params={"name": "never-deployed"})
+    assert r.status_code == 404 and error_code(r) == "function_not_found"
 
 
 def test_logs_tail_since_and_follow(client: httpx.Client, server) -> None:  # type: ignore[no-untyped-def]
@@ -50,6 +52,7 @@ def test_logs_tail_since_and_follow(client: httpx.Client, server) -> None:  # ty
 
     wait_for(lambda: "line 2" in texts())
     assert texts(tail="2") == ["line 1", "line 2"]
+    assert texts(tail="0") == []
     assert texts(since="1h")[-1] == "line 2"
     assert texts(since="2999-01-01T00:00:00Z") == []
 
@@ -82,6 +85,8 @@ def test_logs_tail_since_and_follow(client: httpx.Client, server) -> None:  # ty
     r = client.get("/system/logs", params={"name": "never-deployed"})
     assert r.status_code == 404
     r = client.get("/system/logs", params={"name": "obs-logs", "since": "yesterday-ish"})
+    assert r.status_code == 400
+    r = client.get("/system/logs", params={"name": "obs-logs", "follow": "maybe"})
     assert r.status_code == 400
 
 

@@ -100,6 +100,8 @@ def test_scale_bad_input(client: httpx.Client) -> None:
         assert r.status_code == 400 and error_code(r) == "bad_request", body
     r = client.post("/system/scale-function/sc-bad", content=b"{{")
     assert r.status_code == 400
+    r = client.post("/system/scale-function/sc-bad", json={"serviceName": "other", "replicas": 1})
+    assert r.status_code == 400 and "does not match" in r.json()["error"]["message"]
 
 
 def test_prefetch_queues_one_call_in_a_busy_replica(client: httpx.Client) -> None:

@@ -61,11 +61,17 @@ def _deploy_stack(url: str, path: Path) -> None:
     if not ok:
         print(f"warning: some functions in {path} failed to deploy", file=sys.stderr, flush=True)
     try:
-        names = list(load_stack(path).functions)
+        functions = load_stack(path).functions
     except StackError:
         return
+    # A stack may show how to call a function: annotation faasbox.example, a curl
+    # argument list in which {url} stands for the function's URL.
+    lines = []
+    for name, fn in functions.items():
+        fn_url = f"{url}/function/{name}"
+        example = fn.annotations.get("faasbox.example", "{url}")
+        lines.append("  curl " + example.replace("{url}", fn_url))
     gateway = "" if url == "http://127.0.0.1:8080" else f" --gateway {url}"
-    lines = [f"  curl {url}/function/{name}" for name in names]
     print("\nfaasbox is up. Call the functions:", *lines, sep="\n", flush=True)
     print(
         f"\nOr use the CLI (in another shell): .venv/bin/faasbox{gateway} list | invoke NAME | "

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -13,17 +14,34 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from faasbox.errors import BadRequest, PayloadTooLarge
+from faasbox.deployment import Deployment
+from faasbox.errors import BadRequest, FaasboxError, PayloadTooLarge
 from faasbox.models import FunctionSpec, check_name, parse_spec
 from faasbox.platform import Platform
 from faasbox.registry.api import FunctionRecord
+from faasbox.units import format_bytes
 
 MAX_BUNDLE = 64 * 1024 * 1024
+
+
+def _effective(p: Platform, spec: dict[str, Any], pool: Any) -> Deployment | None:
+    """What actually applies: the serving deployment, or the spec with defaults filled in."""
+    if pool is not None:
+        d: Deployment = pool.deployment
+        return d
+    try:
+        return p.deployer.resolve(FunctionSpec.model_validate(spec), 0, Path("."), None)
+    except (FaasboxError, ValueError):
+        return None
 
 
 def status_json(p: Platform, rec: FunctionRecord, *, detail: bool = False) -> dict[str, Any]:
     spec = rec.latest.spec
     pool = p.deployer.pools.get(rec.name)
+    d = _effective(p, spec, pool)
+    limits = dict(spec.get("limits", {}))
+    if d is not None:
+        limits.setdefault("memory", format_bytes(d.memory_bytes))
     out: dict[str, Any] = {
         "name": rec.name,
         "namespace": "faasbox",
@@ -40,9 +58,11 @@ def status_json(p: Platform, rec: FunctionRecord, *, detail: bool = False) -> di
         "envVars": spec.get("envVars", {}),
         "labels": spec.get("labels", {}),
         "annotations": spec.get("annotations", {}),
-        "limits": spec.get("limits", {}),
-        "timeout": spec.get("timeout"),
+        "limits": limits,
+        "timeout": spec.get("timeout") or (f"{d.timeout:g}s" if d else None),
         "concurrency": spec.get("concurrency", 1),
+        "minReplicas": d.min_replicas if d else 0,
+        "maxReplicas": d.max_replicas if d else 0,
         "secrets": spec.get("secrets", []),
         "createdAt": datetime.fromtimestamp(rec.created_at, UTC).isoformat().replace("+00:00", "Z"),
         "backend": p.backend.name,
@@ -97,10 +117,15 @@ def routes(p: Platform) -> list[Route]:
         update = request.method == "PUT"
         wait = request.query_params.get("wait", "").lower() in ("1", "true", "yes")
         spec, bundle = await _read_deploy(request)
-        version, _ = await p.deployer.deploy(spec, bundle, update=update, wait=wait)
+        version, build_log, unchanged = await p.deployer.deploy(
+            spec, bundle, update=update, wait=wait
+        )
         rec = await p.deployer.get(spec.service)
         body = status_json(p, rec, detail=True)
         body["deployedVersion"] = version
+        body["unchanged"] = unchanged
+        if unchanged:
+            body["buildLog"] = build_log
         return JSONResponse(body, status_code=200 if wait else 202)
 
     async def list_functions(_: Request) -> Response:
@@ -129,7 +154,12 @@ def routes(p: Platform) -> list[Route]:
             data = json.loads(await request.body())
         except ValueError:
             raise BadRequest('body must be JSON: {"serviceName": "...", "replicas": N}') from None
-        replicas = data.get("replicas") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            raise BadRequest('body must be JSON: {"serviceName": "...", "replicas": N}')
+        service = data.get("serviceName")
+        if service is not None and service != name:
+            raise BadRequest(f"serviceName {service!r} does not match the path's {name!r}")
+        replicas = data.get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise BadRequest('"replicas" must be a whole number ≥ 0')
         await p.deployer.scale(name, replicas)

@@ -31,6 +31,15 @@ def _int(request: Request, key: str, default: int, hi: int) -> int:
     return value
 
 
+def _bool(request: Request, key: str) -> bool:
+    raw = request.query_params.get(key, "").lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise BadRequest(f"query parameter {key!r} must be true or false")
+
+
 def parse_since(raw: str | None) -> float | None:
     """``since`` is a duration back from now (``5m``) or an RFC 3339 time."""
     if not raw:
@@ -60,9 +69,13 @@ def routes(p: Platform) -> list[Route]:
         if name is not None:
             check_name(name)
             await p.deployer.get(name)
-        tail = _int(request, "tail", 0, 1_000_000) or None
+        tail = (
+            _int(request, "tail", 0, 1_000_000)
+            if request.query_params.get("tail") not in (None, "")
+            else None
+        )
         since = parse_since(request.query_params.get("since"))
-        follow = request.query_params.get("follow", "").lower() in ("1", "true", "yes")
+        follow = _bool(request, "follow")
         # Subscribe before reading stored lines so nothing falls between the two.
         live = p.logs.follow(name) if follow else None
         stored = await p.logs.read(name, since, tail)
@@ -83,6 +96,7 @@ def routes(p: Platform) -> list[Route]:
         name = request.query_params.get("name") or None
         if name is not None:
             check_name(name)
+            await p.deployer.get(name)
         limit = _int(request, "limit", 50, 10_000)
         await p.activations.flush()
         records = await p.store.list_activations(name, limit)

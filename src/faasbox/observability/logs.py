@@ -220,7 +220,9 @@ class LogHub:
             out.extend(await asyncio.to_thread(self._read_file, n, since))
         out.sort(key=lambda pair: pair[0])
         lines = [text for _, text in out]
-        return lines[-tail:] if tail else lines
+        if tail is None:
+            return lines
+        return lines[-tail:] if tail else []
 
     def _read_file(self, name: str, since: float | None) -> list[tuple[str, str]]:
         rows: list[tuple[str, str]] = []

@@ -175,6 +175,7 @@ class SqliteStore:
             with db:
                 db.execute("BEGIN IMMEDIATE")
                 db.execute("DELETE FROM versions WHERE function = ?", (name,))
+                db.execute("DELETE FROM activations WHERE function = ?", (name,))
                 return db.execute("DELETE FROM functions WHERE name = ?", (name,)).rowcount > 0
 
         return await self._run(tx)

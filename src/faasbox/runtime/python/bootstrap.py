@@ -233,6 +233,23 @@ def to_response(result: Any) -> tuple[int, list[list[str]], bytes]:
     return status, headers, body
 
 
+def user_traceback(exc: BaseException, code: str, layers: list[str]) -> str:
+    """The traceback of ``exc`` trimmed to the function's own frames (its code and its
+    dependencies), with paths shown relative to the function's directory."""
+    te = traceback.TracebackException.from_exception(exc)
+    roots = tuple(r.rstrip("/") + "/" for r in (code, *layers) if r)
+    if roots:
+        te.stack = traceback.StackSummary.from_list(
+            [f for f in te.stack if f.filename.startswith(roots)]
+        )
+    text = "".join(te.format())
+    if code:
+        text = text.replace(code.rstrip("/") + "/", "")
+    for layer in layers:
+        text = text.replace(layer.rstrip("/") + "/", "<dependencies>/")
+    return text
+
+
 class Runtime:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -247,6 +264,8 @@ class Runtime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.concurrency = 1
         self.slots: asyncio.Semaphore | None = None
+        self.code = ""
+        self.layers: list[str] = []
 
     # -- channel -----------------------------------------------------------------
     def send(self, head: dict[str, Any], body: bytes = b"") -> None:
@@ -292,6 +311,7 @@ class Runtime:
                 sys.path.remove(layer)
                 sys.path.insert(0, layer)
             sys.path.insert(0, msg["code"])
+            self.code, self.layers = msg["code"], list(msg.get("layers", []))
             self.function = msg.get("function", "")
             self.max_response = int(msg.get("max_response", self.max_response))
             module_name, _, func_name = msg["handler"].rpartition(".")
@@ -318,8 +338,8 @@ class Runtime:
                 threading.Thread(target=self.loop.run_forever, daemon=True).start()
             elif concurrency > 1:
                 self.executor = ThreadPoolExecutor(concurrency, thread_name_prefix="invoke")
-        except BaseException as exc:
-            traceback.print_exc()
+        except BaseException as exc:  # report any import failure to the host
+            sys.stderr.write(user_traceback(exc, self.code, self.layers))
             sys.stderr.flush()
             self.send({"t": "init_error", "type": type(exc).__name__, "message": str(exc)})
             raise SystemExit(3) from None
@@ -347,7 +367,7 @@ class Runtime:
         self.send({"t": "res", "id": rid, "s": status, "h": headers}, body)
 
     def _fail(self, rid: int, exc: BaseException) -> None:
-        traceback.print_exc()
+        sys.stderr.write(user_traceback(exc, self.code, self.layers))
         self.send({"t": "err", "id": rid, "type": type(exc).__name__, "message": str(exc)})
 
     def _flush_logs(self) -> None:
