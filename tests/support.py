@@ -103,7 +103,8 @@ def make_zip(files: dict[str, str | bytes]) -> bytes:
     with zipfile.ZipFile(buf, "w") as zf:
         for name, content in files.items():
             data = textwrap.dedent(content) if isinstance(content, str) else content
-            zf.writestr(name, data)
+            # A fixed timestamp: the same files make the same bundle, byte for byte.
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
     return buf.getvalue()
 
 

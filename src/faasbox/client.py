@@ -1,11 +1,15 @@
-"""A small synchronous client for the faasbox HTTP API (see ``shared/API.md``).
+"""A small synchronous client for the faasbox HTTP API (see ``docs/api.md``).
 
 Used by the CLI and by ``faasbox up --deploy``. Every httpx error is mapped here, at the
-boundary, to one of two exceptions::
+boundary, to one of these exceptions::
 
     ClientError            the gateway answered with an error, or the exchange failed
-    └── GatewayUnreachable nothing listens at the gateway address (or it never answered
-                           the connection)
+    ├── GatewayUnreachable nothing listens at the gateway address (or it never answered
+    │                      the connection)
+    ├── NotAGateway        something answered, but a route every faasbox gateway has was
+    │                      not found there (a wrong URL, or one with a path)
+    └── CallTimeout        ``invoke``: the function did not answer within the caller's
+                           timeout
 
 ``ClientError`` carries ``status`` (HTTP status, ``None`` when there was no answer),
 ``code`` and ``message`` from the JSON error body, and ``detail`` (a build log, say).
@@ -14,6 +18,7 @@ boundary, to one of two exceptions::
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -24,12 +29,15 @@ import httpx
 
 __all__ = [
     "Activation",
+    "CallTimeout",
     "Client",
     "ClientError",
     "FunctionStatus",
     "GatewayUnreachable",
     "LogLine",
+    "NotAGateway",
     "normalize_url",
+    "valid_name",
 ]
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
@@ -42,18 +50,34 @@ INVOKE_TIMEOUT = 600.0
 UploadProgress = Callable[[int, int], None]
 """Called as ``(bytes_sent, bytes_total)`` while a deploy uploads its body."""
 
+# Function names are DNS-1123 labels (the API answers 400 invalid_name otherwise).
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def valid_name(name: str) -> str | None:
+    """Why ``name`` is not a valid function name (a DNS-1123 label), or ``None``."""
+    if len(name) > 63:
+        return f"{name!r} is longer than 63 characters"
+    if not NAME_RE.match(name):
+        return (
+            f"{name!r} is not a valid function name: use lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit (a DNS-1123 label)"
+        )
+    return None
+
 
 class FunctionStatus(TypedDict, total=False):
     name: str
     namespace: str
     runtime: str
     handler: str
-    version: int
-    latestVersion: int
-    deployedVersion: int
-    status: str
+    version: int  # the version serving calls (the latest one if none is ready)
+    latestVersion: int  # the newest deploy, whatever its status
+    deployedVersion: int  # in a deploy's answer: the version it made
+    status: str  # of the latest version: building | ready | failed
     replicas: int
     availableReplicas: int
+    maxReplicas: int  # com.openfaas.scale.max in effect (newer gateways)
     invocationCount: int
     envVars: dict[str, str]
     secrets: list[str]
@@ -78,7 +102,6 @@ class Activation(TypedDict, total=False):
     initMs: float
     replica: str
     error: str | None
-    state: str
 
 
 class LogLine(TypedDict, total=False):
@@ -116,6 +139,33 @@ class GatewayUnreachable(ClientError):
         self.url = url
 
 
+class NotAGateway(ClientError):
+    """Something answered at the gateway address, but not as a faasbox gateway: a route
+    every gateway has was not found (a wrong port, or a URL with a path)."""
+
+    def __init__(self, url: str, method: str, path: str) -> None:
+        parsed = httpx.URL(url)
+        hint = ""
+        if parsed.path not in ("", "/"):
+            origin = str(parsed.copy_with(path="/", query=None, fragment=None)).rstrip("/")
+            hint = f"; a gateway URL has no path: try {origin}"
+        super().__init__(
+            f"{url} does not look like a faasbox gateway ({method} {path} answered 404 "
+            f"Not Found){hint}",
+            status=404,
+        )
+        self.url = url
+
+
+class CallTimeout(ClientError):
+    """``invoke``: no answer within the caller's timeout (the call may still be running)."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(f"{name!r} did not answer within {timeout:g}s")
+        self.name = name
+        self.timeout = timeout
+
+
 def normalize_url(url: str) -> str:
     """``localhost:8080`` → ``http://localhost:8080``; no trailing slash."""
     url = url.strip()
@@ -124,8 +174,16 @@ def normalize_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def error_from_response(response: httpx.Response, *, not_found: str | None = None) -> ClientError:
-    """Build a ``ClientError`` from an error answer, reading the JSON error shape if any."""
+def error_from_response(
+    response: httpx.Response, *, not_found: str | None = None, gateway: str | None = None
+) -> ClientError:
+    """Build a ``ClientError`` from an error answer, reading the JSON error shape if any.
+
+    With ``gateway`` (the base URL the request was made against), a 404 that is not faasbox
+    saying what is missing (its JSON error shape, with a message naming the thing) becomes
+    ``NotAGateway``: the route itself was not found, so the URL is wrong. ``not_found`` is
+    the message for a 404 about the thing itself when the answer has none.
+    """
     status = response.status_code
     code: str | None = None
     message: str | None = None
@@ -134,13 +192,17 @@ def error_from_response(response: httpx.Response, *, not_found: str | None = Non
         body = response.json()
     except (ValueError, UnicodeDecodeError):
         body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+    shaped = isinstance(body, dict) and isinstance(body.get("error"), dict)
+    if shaped:
         err = body["error"]
         code = _str_or_none(err.get("code"))
         message = _str_or_none(err.get("message"))
         detail = _str_or_none(err.get("detail"))
     elif isinstance(body, dict) and isinstance(body.get("error"), str):
         message = body["error"]
+    if status == 404 and gateway is not None and _unknown_route(shaped, code, message):
+        request = response.request
+        return NotAGateway(gateway, request.method, request.url.path)
     if message is None:
         if status == 404 and not_found is not None:
             message = not_found
@@ -150,6 +212,19 @@ def error_from_response(response: httpx.Response, *, not_found: str | None = Non
             if text:
                 message += f": {text[:500]}"
     return ClientError(message, status=status, code=code, detail=detail)
+
+
+def _unknown_route(shaped: bool, code: str | None, message: str | None) -> bool:
+    """Whether a 404 says the route is unknown rather than the function or activation.
+
+    faasbox answers every 404 in its JSON error shape: ``function_not_found``, or
+    ``not_found`` with a message naming what is missing ("activation 'x' not found"); an
+    unknown route gets the bare "Not Found". Anything else is not faasbox at all."""
+    if not shaped:
+        return True
+    if code == "function_not_found":
+        return False
+    return not message or message.strip().lower() == "not found"
 
 
 def _str_or_none(value: object) -> str | None:
@@ -241,21 +316,39 @@ class Client:
         response = self._request("DELETE", "/system/functions", json={"functionName": name})
         self._check(response, not_found=_missing(name))
 
-    def scale(self, name: str, replicas: int) -> None:
+    def scale(self, name: str, replicas: int) -> FunctionStatus:
+        """Ask for ``replicas``; returns the ``FunctionStatus`` after scaling, whose
+        ``replicas`` is what the gateway actually runs (capped at ``scale.max``). An empty
+        dict when the gateway answers without a body."""
         response = self._request(
             "POST",
             f"/system/scale-function/{_seg(name)}",
             json={"serviceName": name, "replicas": replicas},
         )
         self._check(response, not_found=_missing(name))
+        try:
+            body = response.json()
+        except (ValueError, UnicodeDecodeError):
+            return {}
+        return cast(FunctionStatus, body) if isinstance(body, dict) else {}
 
     def activations(self, name: str | None = None, limit: int | None = None) -> list[Activation]:
+        """Recent records, newest first; for an unknown ``name`` the gateway answers 404,
+        raised as ``ClientError`` "function 'NAME' not found"."""
         params: dict[str, str] = {}
         if name:
             params["name"] = name
         if limit is not None:
             params["limit"] = str(limit)
-        return cast(list[Activation], self._json("GET", "/system/activations", params=params))
+        return cast(
+            list[Activation],
+            self._json(
+                "GET",
+                "/system/activations",
+                params=params,
+                not_found=_missing(name) if name else None,
+            ),
+        )
 
     def activation(self, call_id: str) -> Activation:
         path = f"/system/activations/{_seg(call_id)}"
@@ -279,18 +372,25 @@ class Client:
         """Call ``/function/NAME[/path]`` and return the answer whatever its status.
 
         The method defaults to POST when there is data, else GET. Only a failure to talk to
-        the gateway raises.
+        the gateway raises; no answer within ``timeout`` seconds raises ``CallTimeout``.
         """
         if path and not path.startswith("/"):
             path = "/" + path
-        return self._request(
-            method or ("POST" if data is not None else "GET"),
-            f"/function/{_seg(name)}{quote(path)}",
-            params=list(query),
-            headers=list(headers),
-            content=data,
-            timeout=httpx.Timeout(self.timeout, read=timeout),
-        )
+        try:
+            return self._http.request(
+                method or ("POST" if data is not None else "GET"),
+                f"/function/{_seg(name)}{quote(path)}",
+                params=list(query),
+                headers=list(headers),
+                content=data,
+                timeout=httpx.Timeout(self.timeout, read=timeout),
+            )
+        except httpx.ReadTimeout as exc:
+            # The gateway took the call: it is the function that is slow, not faasbox
+            # that is gone.
+            raise CallTimeout(name, timeout or 0.0) from exc
+        except httpx.HTTPError as exc:
+            raise self._map(exc) from exc
 
     def logs(
         self,
@@ -311,7 +411,7 @@ class Client:
             with self._http.stream("GET", "/system/logs", params=params, timeout=timeout) as resp:
                 if resp.status_code >= 400:
                     resp.read()
-                    raise error_from_response(resp, not_found=_missing(name))
+                    raise error_from_response(resp, not_found=_missing(name), gateway=self.base_url)
                 for raw in resp.iter_lines():
                     if raw.strip():
                         yield _log_line(raw)
@@ -331,10 +431,9 @@ class Client:
         except httpx.HTTPError as exc:
             raise self._map(exc) from exc
 
-    @staticmethod
-    def _check(response: httpx.Response, *, not_found: str | None = None) -> None:
+    def _check(self, response: httpx.Response, *, not_found: str | None = None) -> None:
         if response.status_code >= 400:
-            raise error_from_response(response, not_found=not_found)
+            raise error_from_response(response, not_found=not_found, gateway=self.base_url)
 
     def _map(self, exc: httpx.HTTPError) -> ClientError:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):

@@ -20,7 +20,7 @@ class Deployment:
     memory_bytes: int = 256 * 1024 * 1024
     cpu: float | None = None
     concurrency: int = 1
-    prefetch: int = 1
+    prefetch: int = 3
     min_replicas: int = 0
     max_replicas: int = 5
     idle_timeout: float = 300.0

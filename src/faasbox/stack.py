@@ -43,6 +43,7 @@ from pydantic import (
     field_validator,
 )
 
+from faasbox.client import valid_name
 from faasbox.errors import BadRequest
 from faasbox.units import parse_cpu, parse_duration, parse_memory
 
@@ -58,7 +59,6 @@ __all__ = [
 ]
 
 DEFAULT_STACK_FILE = "faasbox.yml"
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 EXCLUDED_DIRS = frozenset({"__pycache__", ".git", ".venv"})
 EXCLUDED_SUFFIXES = (".pyc",)
@@ -69,18 +69,6 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 class StackError(Exception):
     """The stack file or a function directory is not usable; the message says why."""
-
-
-def valid_name(name: str) -> str | None:
-    """Why ``name`` is not a DNS-1123 label, or ``None`` when it is one."""
-    if len(name) > 63:
-        return f"{name!r} is longer than 63 characters"
-    if not NAME_RE.match(name):
-        return (
-            f"{name!r} is not a valid function name: use lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit (a DNS-1123 label)"
-        )
-    return None
 
 
 def _scalar_str(value: Any) -> Any:

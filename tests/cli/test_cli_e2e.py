@@ -93,7 +93,7 @@ def test_new_deploy_invoke_inspect_scale_remove(tmp_path: Path, gateway_url: str
 
     r = ok(run("list", gateway=gw))
     row = next(line for line in r.stdout.splitlines() if line.startswith(name + " "))
-    assert row.split()[1:3] == ["ready", "1"]
+    assert row.split()[1:3] == ["ready", "(v1)"]
     listed = {f["name"]: f for f in json.loads(ok(run("list", "--json", gateway=gw)).stdout)}
     assert listed[name]["status"] == "ready" and listed[name]["invocationCount"] >= 3
 
@@ -135,6 +135,76 @@ def test_redeploy_makes_a_new_version(tmp_path: Path, gateway_url: str) -> None:
     assert "ready: version 2" in ok(run("deploy", name, gateway=gateway_url, cwd=tmp_path)).stdout
     assert ok(run("invoke", name, gateway=gateway_url)).stdout == "two"
     ok(run("rm", name, gateway=gateway_url))
+
+
+def test_a_failed_update_shows_the_version_that_still_serves(
+    tmp_path: Path, gateway_url: str
+) -> None:
+    name = "cli-failed-update"
+    gw = gateway_url
+    new_function(tmp_path, gw, name, "def handle(event, context):\n    return 'one'\n")
+    ok(run("deploy", gateway=gw, cwd=tmp_path))
+    (tmp_path / name / "handler.py").write_text("def handle(event, context)\n")  # syntax
+    assert run("deploy", gateway=gw, cwd=tmp_path).returncode == 1
+
+    row = next(
+        line for line in ok(run("list", gateway=gw)).stdout.splitlines() if line.startswith(name)
+    )
+    assert "ready (v1), v2 failed" in row
+    r = ok(run("describe", name, gateway=gw))
+    assert "ready (v1), v2 failed" in r.stdout
+    assert re.search(r"serving +v1", r.stdout)
+    assert re.search(r"latest +v2 failed \(v1 keeps serving\)", r.stdout)
+    log = r.stdout.split("build log of v2 (failed):", 1)[1]
+    assert "SyntaxError" in log
+    assert ok(run("invoke", name, gateway=gw)).stdout == "one"
+    ok(run("rm", name, gateway=gw))
+
+
+def test_scale_beyond_scale_max_says_it_is_capped(tmp_path: Path, gateway_url: str) -> None:
+    name = "cli-capped"
+    new_function(tmp_path, gateway_url, name)
+    stack = tmp_path / "faasbox.yml"
+    stack.write_text(
+        stack.read_text().replace(
+            "  # labels:", '  labels: {com.openfaas.scale.max: "2"}\n    # labels:'
+        )
+    )
+    ok(run("deploy", gateway=gateway_url, cwd=tmp_path))
+    r = ok(run("scale", name, "4", gateway=gateway_url))
+    assert r.stdout.strip() == (
+        f"scaled '{name}' to 2 replicas, not 4: capped at 2 (com.openfaas.scale.max)"
+    )
+    ok(run("rm", name, gateway=gateway_url))
+
+
+def test_invoke_past_its_timeout_blames_the_call_not_the_gateway(
+    tmp_path: Path, gateway_url: str
+) -> None:
+    name = "cli-slow"
+    handler = "import time\ndef handle(event, context):\n    time.sleep(3)\n    return 'late'\n"
+    new_function(tmp_path, gateway_url, name, handler)
+    ok(run("deploy", gateway=gateway_url, cwd=tmp_path))
+    r = run("invoke", name, "--timeout", "0.5", gateway=gateway_url)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith(f"error: the call to '{name}' took longer than --timeout 0.5s")
+    assert "--timeout SECONDS" in r.stderr
+    ok(run("rm", name, gateway=gateway_url))
+
+
+def test_wrong_gateway_urls_and_unknown_names(gateway_url: str) -> None:
+    r = run("list", gateway=gateway_url + "/system")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        f"error: {gateway_url}/system does not look like a faasbox gateway (GET "
+        f"/system/system/functions answered 404 Not Found); a gateway URL has no path: try "
+        f"{gateway_url}"
+    )
+    r = run("activations", "cli-nope", gateway=gateway_url)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr.strip() == "error: function 'cli-nope' not found"
+    r = run("describe", "Not_A_Name", gateway=gateway_url)
+    assert r.returncode == 2 and "not a valid function name" in r.stderr
 
 
 def test_failed_build_shows_the_build_log(tmp_path: Path, gateway_url: str) -> None:

@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from faasbox.client import Client, ClientError, GatewayUnreachable, normalize_url
+from faasbox.client import (
+    CallTimeout,
+    Client,
+    ClientError,
+    GatewayUnreachable,
+    NotAGateway,
+    normalize_url,
+)
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -132,13 +139,76 @@ def test_management_calls(make_client: Callable[[Handler], Client]) -> None:
     ]
 
 
-def test_not_found_without_a_json_body_still_names_the_function(
+def test_a_404_without_faasbox_error_shape_means_a_wrong_gateway_url(
     make_client: Callable[[Handler], Client],
 ) -> None:
     c = make_client(lambda r: httpx.Response(404, text="Not Found"))
-    with pytest.raises(ClientError, match="function 'ghost' not found") as info:
+    with pytest.raises(NotAGateway, match="does not look like a faasbox gateway") as info:
         c.get_function("ghost")
     assert info.value.status == 404
+    assert "GET /system/function/ghost answered 404" in info.value.message
+    with pytest.raises(NotAGateway):
+        list(c.logs("ghost"))
+
+
+def test_a_404_for_an_unknown_route_means_a_wrong_gateway_url() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return error(404, "not_found", "Not Found")
+
+    with (
+        Client("http://gw.test:8080/api/", transport=httpx.MockTransport(handler)) as c,
+        pytest.raises(NotAGateway) as info,
+    ):
+        c.list_functions()
+    assert info.value.message == (
+        "http://gw.test:8080/api does not look like a faasbox gateway (GET "
+        "/api/system/functions answered 404 Not Found); a gateway URL has no path: try "
+        "http://gw.test:8080"
+    )
+
+
+def test_404s_that_name_what_is_missing(make_client: Callable[[Handler], Client]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/system/activations/"):
+            return error(404, "not_found", "activation 'abc' not found")
+        return error(404, "function_not_found", "function 'nope' not found")
+
+    c = make_client(handler)
+    for call, message in [
+        (lambda: c.get_function("nope"), "function 'nope' not found"),
+        (lambda: c.activations("nope"), "function 'nope' not found"),
+        (lambda: c.scale("nope", 1), "function 'nope' not found"),
+        (lambda: c.activation("abc"), "activation 'abc' not found"),
+    ]:
+        with pytest.raises(ClientError) as info:
+            call()
+        assert not isinstance(info.value, NotAGateway)
+        assert (info.value.status, info.value.message) == (404, message)
+
+
+def test_activations_of_an_unknown_name_without_a_message(
+    make_client: Callable[[Handler], Client],
+) -> None:
+    c = make_client(lambda r: httpx.Response(404, json={"error": {"code": "function_not_found"}}))
+    with pytest.raises(ClientError, match="function 'nope' not found"):
+        c.activations("nope")
+
+
+def test_scale_returns_the_status_after_scaling(make_client: Callable[[Handler], Client]) -> None:
+    c = make_client(lambda r: httpx.Response(202, json={"name": "a", "replicas": 5}))
+    assert c.scale("a", 10) == {"name": "a", "replicas": 5}
+    c = make_client(lambda r: httpx.Response(202))
+    assert c.scale("a", 10) == {}
+
+
+def test_invoke_read_timeout_is_a_call_timeout(make_client: Callable[[Handler], Client]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(CallTimeout) as info:
+        make_client(handler).invoke("slow", timeout=0.5)
+    assert (info.value.name, info.value.timeout) == ("slow", 0.5)
+    assert not isinstance(info.value, GatewayUnreachable)
 
 
 def test_other_errors_show_status_and_text(make_client: Callable[[Handler], Client]) -> None:
@@ -224,7 +294,12 @@ def test_every_httpx_error_is_mapped(
             call()
         connect = issubclass(exc_type, httpx.ConnectError | httpx.ConnectTimeout)
         assert isinstance(info.value, GatewayUnreachable) == connect
-        assert "gw.test:8080" in info.value.message
+        if isinstance(info.value, CallTimeout):
+            # invoke: the gateway took the call and the function is slow
+            assert exc_type is httpx.ReadTimeout
+            assert info.value.message == "'x' did not answer within 600s"
+        else:
+            assert "gw.test:8080" in info.value.message
 
 
 def test_gateway_urls() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,21 +152,32 @@ def test_faasbox_new_command(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "code", "message"),
     [
-        (["new", "Bad_Name"], "error: 'Bad_Name' is not a valid function name"),
-        (["new", "hello", "--lang", "rust"], "error: unsupported language 'rust'"),
-        (["new", "exists"], "error: "),
+        (["new", "Bad_Name"], 2, "error: Invalid value for 'NAME': 'Bad_Name' is not a valid"),
+        (
+            ["new", "hello", "--lang", "rust"],
+            2,
+            "error: Invalid value for --lang: unsupported language 'rust'",
+        ),
+        (["new", "exists"], 1, "error: "),
     ],
 )
-def test_faasbox_new_errors_are_one_readable_line(
-    tmp_path: Path, args: list[str], message: str
+def test_faasbox_new_errors_are_readable_and_usage_errors_exit_2(
+    tmp_path: Path, args: list[str], code: int, message: str
 ) -> None:
     (tmp_path / "exists").mkdir()
     r = cli(*args, cwd=tmp_path)
-    assert r.returncode == 1
+    assert r.returncode == code
     assert r.stderr.startswith(message), r.stderr
     assert "Traceback" not in r.stderr
+    if code == 2:
+        assert r.stderr.splitlines()[1:] == [
+            "Usage: faasbox new [OPTIONS] NAME",
+            "Try 'faasbox new --help' for help.",
+        ]
+    else:
+        assert len(r.stderr.splitlines()) == 1
     assert not (tmp_path / "faasbox.yml").exists()
 
 
@@ -192,6 +204,23 @@ def test_help_of_every_command(tmp_path: Path, command: str | None) -> None:
     if command is None:
         for name in COMMANDS:
             assert name in r.stdout
+    # Metavars read like a command line's (NAME, FILE, TEXT), flags have none: no Python
+    # types, no `{NAME}` in the usage line, no `[x>=0]` ranges.
+    for placeholder in re.findall(r"<[^<>\s]+(?: range)?>|\{[A-Z_]+\}|\[x[<>]=", r.stdout):
+        pytest.fail(f"{placeholder!r} in `faasbox {command or ''} --help`:\n{r.stdout}")
+    options = [line for line in r.stdout.splitlines() if re.match(r"^│ +--", line)]
+    assert options, r.stdout
+    for line in options:
+        if "--help" in line or "--version" in line or "--json" in line:
+            assert re.match(r"^│ +--[a-z-]+(?: +-[a-z])? {2,}[A-Z]", line), line
+
+
+def test_help_for_a_flag_and_a_valued_option(tmp_path: Path) -> None:
+    out = cli("invoke", "--help", cwd=tmp_path).stdout
+    assert re.search(r"--verbose +-v +Print the status line", out)
+    assert re.search(r"--data-file +-D +FILE +Read the request body", out)
+    assert re.search(r"--timeout +SECONDS +How long", out)
+    assert "Usage: faasbox invoke [OPTIONS] NAME" in out
 
 
 def test_version(tmp_path: Path) -> None:

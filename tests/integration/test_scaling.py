@@ -105,13 +105,17 @@ def test_scale_bad_input(client: httpx.Client) -> None:
 
 
 def test_prefetch_queues_one_call_in_a_busy_replica(client: httpx.Client) -> None:
-    """With prefetch 1 (the default), a busy replica at max takes one more call in its
+    """With prefetch 1, a busy replica at max takes one more call in its
     channel; it runs right after the current one, in order."""
     deploy(
         client,
         "sc-prefetch",
         SLOW,
-        labels={"com.openfaas.scale.max": "1", "faasbox.queue.max": "0"},
+        labels={
+            "com.openfaas.scale.max": "1",
+            "faasbox.queue.max": "0",
+            "faasbox.prefetch": "1",
+        },
     )
     client.get("/function/sc-prefetch")  # warm
     with concurrent.futures.ThreadPoolExecutor(3) as ex:
@@ -148,3 +152,18 @@ def test_call_queued_behind_a_crash_runs_elsewhere(client: httpx.Client) -> None
         b = behind.result()
         assert b.status_code == 200 and b.text == "survived", b.text
         assert b.headers["x-faasbox-cold-start"] == "true"
+
+
+def test_time_queued_in_a_replica_does_not_count_against_the_timeout(client: httpx.Client) -> None:
+    labels = {"com.openfaas.scale.max": "1", "faasbox.prefetch": "1"}
+    deploy(client, "sc-qtimeout", SLOW, timeout="1s", labels=labels)
+    client.get("/function/sc-qtimeout")  # warm
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        first = ex.submit(client.get, "/function/sc-qtimeout?s=0.8")
+        wait_for(lambda: _status(client, "sc-qtimeout")["inflight"] == 1)
+        second = ex.submit(client.get, "/function/sc-qtimeout?s=0.6")
+        assert first.result().status_code == 200
+        r = second.result()
+        # 0.8 s queued + 0.6 s running: over 1 s in all, but it ran for 0.6 s only.
+        assert r.status_code == 200, r.text
+        assert float(r.headers["x-duration-seconds"]) > 1.0

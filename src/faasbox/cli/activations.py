@@ -8,22 +8,29 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from faasbox.cli.params import JsonOption, check_name
 from faasbox.cli.render import fmt_seconds, fmt_time, fmt_value, key_values, print_json
 from faasbox.cli.state import get_state
 from faasbox.client import Activation
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON instead.")]
 
 
 def list_activations(
     ctx: typer.Context,
     name: Annotated[
-        str | None, typer.Argument(metavar="NAME", help="Only this function's.", show_default=False)
+        str | None,
+        typer.Argument(
+            metavar="NAME",
+            help="Only this function's.",
+            show_default=False,
+            callback=check_name,
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, metavar="N", help="At most N (1 or more).")
+    ] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """List recent invocations, newest first.
+    """List recent invocations (synchronous calls), newest first.
 
     CODE is the HTTP status; COLD shows the init time of a cold start. See one in full
     with `faasbox activation CALL_ID`.
@@ -31,6 +38,10 @@ def list_activations(
     state = get_state(ctx)
     with state.client() as client:
         records = client.activations(name, limit)
+        if name and not records:
+            # Gateways that answer an unknown name with an empty list rather than 404:
+            # "no activations yet" would hide a typo.
+            client.get_function(name)
     if as_json:
         print_json(state.out, records)
         return
@@ -68,7 +79,12 @@ def show_activation(
     ],
     as_json: JsonOption = False,
 ) -> None:
-    """Show one invocation record; for an async call also its state."""
+    """Show the activation record of one call: function, version, status, timing, replica
+    and error.
+
+    Every synchronous call through /function/NAME leaves one; its id is the X-Call-Id
+    header of the response (`faasbox invoke -v` shows it).
+    """
     state = get_state(ctx)
     with state.client() as client:
         a = client.activation(call_id)
@@ -78,10 +94,6 @@ def show_activation(
     rows: list[tuple[str, Text | str]] = [
         ("function", fmt_value(a.get("function"))),
         ("version", fmt_value(a.get("version"))),
-    ]
-    if "state" in a:
-        rows.append(("state", fmt_value(a.get("state"))))
-    rows += [
         ("status", _status(a)),
         ("start", fmt_time(a.get("start"))),
         ("duration", fmt_seconds(a.get("durationSeconds"))),

@@ -18,7 +18,13 @@ from faasbox.cli.deploy_util import deploy_function, deployed_version
 from faasbox.cli.errors import CliError
 from faasbox.cli.render import print_error
 from faasbox.cli.state import get_state
-from faasbox.client import Client, ClientError, FunctionStatus, GatewayUnreachable
+from faasbox.client import (
+    Client,
+    ClientError,
+    FunctionStatus,
+    GatewayUnreachable,
+    NotAGateway,
+)
 
 if TYPE_CHECKING:
     from faasbox.stack import FunctionDef
@@ -34,9 +40,9 @@ def deploy(
             show_default=False,
         ),
     ] = None,
-    file: Annotated[Path, typer.Option("--file", "-f", help="Stack file.", dir_okay=False)] = Path(
-        "faasbox.yml"
-    ),
+    file: Annotated[
+        Path, typer.Option("--file", "-f", metavar="FILE", help="Stack file.", dir_okay=False)
+    ] = Path("faasbox.yml"),
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print the build log.")] = False,
 ) -> None:
     """Deploy functions from faasbox.yml: a new function, or a new version of an existing one.
@@ -95,8 +101,8 @@ def _deploy_one(
     try:
         with _progress(err, fn.name, len(bundle)) as on_upload:
             status = deploy_function(client, fn, bundle, on_upload)
-    except GatewayUnreachable:
-        raise
+    except (GatewayUnreachable, NotAGateway):
+        raise  # no use going on with the other functions
     except ClientError as exc:
         print_error(err, f"{fn.name}: {exc.message}", exc.detail)
         return False

@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from faasbox.client import Client, ClientError, FunctionStatus, GatewayUnreachable, UploadProgress
+from faasbox.client import (
+    Client,
+    ClientError,
+    FunctionStatus,
+    GatewayUnreachable,
+    NotAGateway,
+    UploadProgress,
+)
 
 if TYPE_CHECKING:
     from faasbox.stack import FunctionDef
@@ -46,7 +53,7 @@ def deploy_stack_quiet(url: str, path: Path) -> bool:
         for fn in stack.functions.values():
             try:
                 status = deploy_function(client, fn, zip_directory(fn.path))
-            except GatewayUnreachable as exc:
+            except (GatewayUnreachable, NotAGateway) as exc:
                 print(f"error: {exc.message}", file=sys.stderr, flush=True)
                 return False
             except (StackError, ClientError) as exc:

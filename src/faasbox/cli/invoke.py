@@ -13,18 +13,22 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from faasbox.cli.params import NameArg
 from faasbox.cli.render import print_error
 from faasbox.cli.state import get_state
-from faasbox.client import INVOKE_TIMEOUT, error_from_response
+from faasbox.client import INVOKE_TIMEOUT, CallTimeout, error_from_response
 
 _HIGHLIGHT = {"x-faasbox-cold-start", "x-call-id", "x-duration-seconds"}
 
 
 def invoke(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Function name.", show_default=False)],
+    name: NameArg,
     data: Annotated[
-        str | None, typer.Option("--data", "-d", help="Request body (text).", show_default=False)
+        str | None,
+        typer.Option(
+            "--data", "-d", metavar="TEXT", help="Request body (text).", show_default=False
+        ),
     ] = None,
     data_file: Annotated[
         str | None,
@@ -42,17 +46,36 @@ def invoke(
     ] = None,
     method: Annotated[
         str | None,
-        typer.Option("--method", "-X", help="HTTP method. Default: POST with a body, else GET."),
+        typer.Option(
+            "--method",
+            "-X",
+            metavar="METHOD",
+            help="HTTP method. Default: POST with a body, else GET.",
+        ),
     ] = None,
     path: Annotated[
-        str, typer.Option("--path", "-p", help="Sub-path after /function/NAME, e.g. /users/1.")
+        str,
+        typer.Option(
+            "--path",
+            "-p",
+            metavar="PATH",
+            help="Sub-path after /function/NAME, e.g. /users/1.",
+            show_default=False,
+        ),
     ] = "",
     query: Annotated[
         list[str] | None,
         typer.Option("--query", "-q", metavar="KEY=VALUE", help="Query parameter; repeatable."),
     ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the answer.")
+        float,
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            metavar="SECONDS",
+            help="How long to wait for the answer (at least 0.1). The function's own timeout "
+            "(30s unless set) still applies on the server.",
+        ),
     ] = INVOKE_TIMEOUT,
     verbose: Annotated[
         bool,
@@ -75,15 +98,25 @@ def invoke(
     headers = [_pair(h, "--header", header=True) for h in header or []]
     params = [_pair(q, "--query") for q in query or []]
     with state.client() as client:
-        response = client.invoke(
-            name,
-            data=body,
-            method=method.upper() if method else None,
-            path=path,
-            query=params,
-            headers=headers,
-            timeout=timeout,
-        )
+        try:
+            response = client.invoke(
+                name,
+                data=body,
+                method=method.upper() if method else None,
+                path=path,
+                query=params,
+                headers=headers,
+                timeout=timeout,
+            )
+        except CallTimeout:
+            # Not "faasbox is down": the gateway took the call, the function is slow.
+            example = " (e.g. --timeout 30)" if timeout < 30 else ""
+            print_error(
+                state.err,
+                f"the call to {name!r} took longer than --timeout {timeout:g}s (it may still "
+                f"be running on the server); give it more time with --timeout SECONDS{example}",
+            )
+            raise typer.Exit(1) from None
     if verbose:
         _print_head(state.err, response)
     if response.status_code >= 400:

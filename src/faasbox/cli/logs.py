@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from faasbox.cli.params import NameArg
 from faasbox.cli.state import get_state
 from faasbox.client import LogLine
 
@@ -18,13 +19,15 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def logs(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Function name.", show_default=False)],
+    name: NameArg,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
     ] = False,
     tail: Annotated[
         int | None,
-        typer.Option("--tail", "-n", min=0, help="Only the last N lines.", show_default=False),
+        typer.Option(
+            "--tail", "-n", min=0, metavar="N", help="Only the last N lines.", show_default=False
+        ),
     ] = None,
     since: Annotated[
         str | None,

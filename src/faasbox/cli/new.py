@@ -10,6 +10,7 @@ import typer
 from rich.text import Text
 
 from faasbox.cli.errors import CliError
+from faasbox.cli.params import check_name
 from faasbox.cli.state import get_state
 
 
@@ -20,17 +21,22 @@ def new(
         typer.Argument(
             metavar="NAME",
             help="Function name: lowercase letters, digits and '-' (a DNS-1123 label).",
+            show_default=False,
+            callback=check_name,
         ),
     ],
     lang: Annotated[
         str,
-        typer.Option("--lang", "-l", help="Language of the template (python)."),
+        typer.Option(
+            "--lang", "-l", metavar="LANG", help="Language of the template: python (or python3)."
+        ),
     ] = "python",
     directory: Annotated[
         Path,
         typer.Option(
             "--dir",
             "-d",
+            metavar="DIR",
             help="Where to create NAME/ and faasbox.yml (created if missing).",
             file_okay=False,
         ),
@@ -47,10 +53,13 @@ def new(
     # every other command starts faster without them.
     from faasbox.scaffold import ScaffoldError, scaffold_function
 
-    out = get_state(ctx).out
+    state = get_state(ctx)
+    out = state.out
     try:
         made = scaffold_function(name, lang=lang, directory=directory)
     except ScaffoldError as exc:
+        if exc.param is not None:  # the command line asked for something impossible
+            raise typer.BadParameter(str(exc), param_hint=exc.param) from None
         raise CliError(str(exc)) from None
     here = Path.cwd()
     for path in [*made.files, made.stack_file]:
@@ -61,8 +70,10 @@ def new(
     stack_arg = (
         "" if made.stack_file.parent == here.resolve() else f" -f {_rel(made.stack_file, here)}"
     )
-    out.print(f"  faasbox deploy{stack_arg} {name}", highlight=False, markup=False)
-    out.print(f"  faasbox invoke {name} --data 'hi'", highlight=False, markup=False)
+    # The next commands need the same gateway; FAASBOX_GATEWAY stays set by itself.
+    faasbox = f"faasbox{state.gateway_args()}"
+    out.print(f"  {faasbox} deploy{stack_arg} {name}", highlight=False, markup=False)
+    out.print(f"  {faasbox} invoke {name} --data 'hi'", highlight=False, markup=False)
 
 
 def _rel(path: Path, base: Path) -> str:

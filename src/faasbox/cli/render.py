@@ -12,6 +12,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from faasbox.client import FunctionStatus
+
+STATUS_STYLE = {"ready": "green", "building": "yellow", "failed": "red"}
+
 
 def print_error(console: Console, message: str, detail: str | None = None) -> None:
     """``error: message`` in red, then ``detail`` (a build log, a traceback) as plain text."""
@@ -79,3 +83,31 @@ def key_values(title: str, rows: Iterable[tuple[str, RenderableType | str]]) -> 
     for key, value in rows:
         grid.add_row(key, Text(value) if isinstance(value, str) else value)
     return Panel(grid, title=title, title_align="left", expand=False)
+
+
+def versions(fn: FunctionStatus) -> tuple[object, object, str | None, bool]:
+    """``(serving, latest, status of latest, something serves)`` of a function.
+
+    ``version`` is the version serving calls, or the latest one when none is ready;
+    ``latestVersion`` (older gateways lack it) the newest deploy, whose status ``status``
+    is. So a failed or building update leaves the older version serving."""
+    version = fn.get("version")
+    latest = fn.get("latestVersion", version)
+    status = fn.get("status")
+    serves = status == "ready" or (latest is not None and latest != version)
+    return version, latest, status, serves
+
+
+def function_state(fn: FunctionStatus) -> Text:
+    """``ready (v2)``; ``ready (v2), v3 failed`` or ``…, v3 building`` while an update is
+    not (yet) ready; ``failed`` or ``building`` when no version serves."""
+    version, latest, status, serves = versions(fn)
+    if status is None:
+        return Text("-")
+    if not serves:
+        return Text(status, style=STATUS_STYLE.get(status, ""))
+    text = Text(f"ready (v{version})" if version is not None else "ready", style="green")
+    if status != "ready" and latest != version:
+        text.append(", ")
+        text.append(f"v{latest} {status}", style=STATUS_STYLE.get(status, ""))
+    return text

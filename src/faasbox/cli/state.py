@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from faasbox.client import DEFAULT_GATEWAY, Client, normalize_url
+from faasbox.cli.errors import CliError
+from faasbox.client import DEFAULT_GATEWAY, Client, ClientError, normalize_url
 
 if TYPE_CHECKING:
     from faasbox.stack import Stack
@@ -28,6 +30,8 @@ def make_console(*, stderr: bool = False) -> Console:
 class CliState:
     # From --gateway or FAASBOX_GATEWAY; None when neither is given.
     gateway: str | None = None
+    # True when it came from --gateway on this command line (not the environment).
+    gateway_from_flag: bool = False
     out: Console = field(default_factory=make_console)
     err: Console = field(default_factory=lambda: make_console(stderr=True))
 
@@ -37,7 +41,21 @@ class CliState:
         return normalize_url(self.gateway or stacked or DEFAULT_GATEWAY)
 
     def client(self, stack: Stack | None = None, timeout: float = 30.0) -> Client:
-        return Client(self.gateway_url(stack), timeout)
+        try:
+            return Client(self.gateway_url(stack), timeout)
+        except ClientError as exc:
+            if self.gateway:  # --gateway or FAASBOX_GATEWAY: a usage error (exit 2)
+                raise typer.BadParameter(exc.message, param_hint="--gateway") from None
+            where = f"{stack.file}: " if stack is not None and stack.file else ""
+            raise CliError(f"{where}provider.gateway: {exc.message}") from None
+
+    def gateway_args(self) -> str:
+        """`` --gateway URL`` for a command to suggest, when the user passed --gateway and
+        it is not the default (FAASBOX_GATEWAY stays set for the next command); else ``""``."""
+        if not self.gateway_from_flag or not self.gateway:
+            return ""
+        url = normalize_url(self.gateway)
+        return "" if url == DEFAULT_GATEWAY else f" --gateway {shlex.quote(url)}"
 
 
 def get_state(ctx: typer.Context) -> CliState:

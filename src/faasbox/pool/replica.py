@@ -36,6 +36,16 @@ Response = tuple[int, list[list[str]], bytes]
 _ids = itertools.count(1)
 
 
+class _Call:
+    __slots__ = ("fut", "rid", "timeout", "timer")
+
+    def __init__(self, rid: int, fut: asyncio.Future[Response], timeout: float) -> None:
+        self.rid = rid
+        self.fut = fut
+        self.timeout = timeout
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class Replica(asyncio.Protocol):
     """States: starting → ready → (retiring) → dead. ``inflight`` counts taken slots."""
 
@@ -69,8 +79,10 @@ class Replica(asyncio.Protocol):
         self.sandbox: SafeSandbox | None = None
         self._on_slot_free = on_slot_free
         self._on_death = on_death
-        # id -> (future, timeout handle)
-        self._pending: dict[int, tuple[asyncio.Future[Response], asyncio.TimerHandle]] = {}
+        # Calls sent and not answered, oldest first (the runtime starts them in this order).
+        self._pending: dict[int, _Call] = {}
+        # How many of them have their timeout running: the ones that can have started.
+        self._armed = 0
         self._call_ids: dict[int, str] = {}
         self._transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder(self._on_frame, max_body=max_response + 65536)
@@ -128,8 +140,11 @@ class Replica(asyncio.Protocol):
         self._call_ids.clear()
         # The runtime starts calls in the order they were sent: all but the oldest
         # ``concurrency`` never began, and may run on another replica.
-        for n, (fut, handle) in enumerate(pending.values()):
-            handle.cancel()
+        self._armed = 0
+        for n, c in enumerate(pending.values()):
+            fut = c.fut
+            if c.timer is not None:
+                c.timer.cancel()
             if not fut.done():
                 fut.set_exception(
                     exc
@@ -167,10 +182,24 @@ class Replica(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._write(encode(head, body))
         fut: asyncio.Future[Response] = loop.create_future()
-        self._pending[rid] = (fut, loop.call_later(timeout, self._on_timeout, rid, timeout))
+        c = self._pending[rid] = _Call(rid, fut, timeout)
+        if self._armed < self.concurrency:
+            # It starts now. A call queued behind others gets its timeout when it starts,
+            # so time spent queued never counts against the function's timeout.
+            c.timer = loop.call_later(timeout, self._on_timeout, rid, timeout)
+            self._armed += 1
         self._call_ids[rid] = head.get("cid", "")
         self.inflight += 1
         return fut
+
+    def _arm_next(self) -> None:
+        for c in self._pending.values():
+            if c.timer is None:
+                c.timer = asyncio.get_running_loop().call_later(
+                    c.timeout, self._on_timeout, c.rid, c.timeout
+                )
+                self._armed += 1
+                return
 
     def current_call_id(self) -> str:
         """The running call when only one can run (the oldest sent); for attributing
@@ -183,7 +212,7 @@ class Replica(asyncio.Protocol):
         entry = self._pending.pop(rid, None)
         if entry is None:
             return
-        fut = entry[0]
+        fut = entry.fut
         if not fut.done():
             fut.set_exception(InvocationTimeout(f"function timed out after {timeout:g}s"))
         # The runtime is stuck in the handler: it cannot be trusted with another call.
@@ -234,8 +263,12 @@ class Replica(asyncio.Protocol):
             entry = self._pending.pop(rid, None)  # type: ignore[arg-type]
             if entry is None:
                 return  # timed out already
-            fut, handle = entry
-            handle.cancel()
+            fut = entry.fut
+            if entry.timer is not None:
+                entry.timer.cancel()
+                self._armed -= 1
+                if len(self._pending) > self._armed:
+                    self._arm_next()
             del self._call_ids[rid]  # type: ignore[arg-type]
             self.inflight -= 1
             self.last_used = time.monotonic()

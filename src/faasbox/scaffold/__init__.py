@@ -21,7 +21,14 @@ __all__ = ["LANGUAGES", "Language", "ScaffoldError", "Scaffolded", "scaffold_fun
 
 
 class ScaffoldError(Exception):
-    """The function cannot be created; the message says why."""
+    """The function cannot be created; the message says why.
+
+    ``param`` names the command-line parameter at fault (``NAME``, ``--lang``) when the
+    request itself is wrong, as opposed to what is on disk."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -52,10 +59,12 @@ def scaffold_function(
     ``directory/faasbox.yml`` (created if missing). Leaves nothing behind on failure."""
     problem = valid_name(name)
     if problem:
-        raise ScaffoldError(problem)
+        raise ScaffoldError(problem, param="NAME")
     language = LANGUAGES.get(_ALIASES.get(lang, lang))
     if language is None:
-        raise ScaffoldError(f"unsupported language {lang!r} (available: {', '.join(LANGUAGES)})")
+        raise ScaffoldError(
+            f"unsupported language {lang!r} (available: {', '.join(LANGUAGES)})", param="--lang"
+        )
     base = (directory or Path.cwd()).resolve()
     target = base / name
     stack_file = base / DEFAULT_STACK_FILE
