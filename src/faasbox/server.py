@@ -35,6 +35,7 @@ async def serve(
     config = uvicorn.Config(
         app,
         loop="none",
+        interface="asgi3",
         http="httptools",
         lifespan="on",
         log_level=log_level,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -42,11 +42,12 @@ class Gateway:
             lifespan=lifespan,
         )
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        # A plain function returning the handler's coroutine: one coroutine per request,
+        # not two. (Servers must be told the interface is ASGI 3; see faasbox.server.)
         if scope["type"] == "http" and scope["path"].startswith(PREFIX):
-            await self.invoke(scope, receive, send)
-        else:
-            await self.system(scope, receive, send)
+            return self.invoke(scope, receive, send)
+        return self.system(scope, receive, send)
 
 
 def create_app(settings: Settings) -> Gateway:

@@ -25,6 +25,7 @@ _JSON = [(b"content-type", b"application/json")]
 
 
 async def read_body(receive: Any, scope: Scope, limit: int) -> bytes:
+    framed = False
     for k, v in scope["headers"]:
         if k == b"content-length":
             try:
@@ -35,7 +36,13 @@ async def read_body(receive: Any, scope: Scope, limit: int) -> bytes:
                 raise PayloadTooLarge(
                     f"request body of {declared} bytes exceeds the limit of {limit} bytes"
                 )
-            break
+            if declared == 0:
+                return b""
+            framed = True
+        elif k == b"transfer-encoding":
+            framed = True
+    if not framed:
+        return b""  # HTTP/1.1: no length and no chunking means no body
     chunks: list[bytes] = []
     size = 0
     while True:

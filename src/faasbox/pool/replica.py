@@ -90,11 +90,13 @@ class Replica(asyncio.Protocol):
         self._death_reason: str | None = None
         self._kill_reason: str | None = None
         self._background = Background()
+        # Kept rather than looked up per call (asyncio's lookup costs a getpid() syscall).
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, sandbox: SafeSandbox, init: dict[str, Any], timeout: float) -> None:
         """Attach to a freshly created sandbox, run the init handshake, become ready."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.sandbox = sandbox
         self._startup = loop.create_future()
         sandbox.exited.add_done_callback(self._on_exit)
@@ -179,7 +181,7 @@ class Replica(asyncio.Protocol):
         """Send one invocation; the future resolves with the response or an InvocationError."""
         rid = next(_ids)
         head["id"] = rid
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._write(encode(head, body))
         fut: asyncio.Future[Response] = loop.create_future()
         c = self._pending[rid] = _Call(rid, fut, timeout)
@@ -195,9 +197,7 @@ class Replica(asyncio.Protocol):
     def _arm_next(self) -> None:
         for c in self._pending.values():
             if c.timer is None:
-                c.timer = asyncio.get_running_loop().call_later(
-                    c.timeout, self._on_timeout, c.rid, c.timeout
-                )
+                c.timer = self._loop.call_later(c.timeout, self._on_timeout, c.rid, c.timeout)
                 self._armed += 1
                 return
 
