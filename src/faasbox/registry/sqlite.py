@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from faasbox.errors import Conflict, FunctionNotFound
 from faasbox.registry.api import ActivationRecord, ActivationRow, FunctionRecord, VersionRecord
 
@@ -187,7 +189,7 @@ class SqliteStore:
         def tx(db: sqlite3.Connection) -> None:
             # One statement for the whole batch: sqlite3 releases the GIL around each step,
             # and a step per row would make the event loop thread fight for it.
-            payload = json.dumps(rows, separators=(",", ":"))
+            payload = orjson.dumps(rows)  # ~10x faster than json: the GIL is held meanwhile
             with db:
                 db.execute("BEGIN")
                 db.execute(
