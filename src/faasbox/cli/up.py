@@ -10,26 +10,42 @@ from typing import Annotated
 
 import typer
 
-from faasbox.config import Settings
-from faasbox.server import bind, run
 
 
 def up(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8080,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port to listen on; 0 picks a free one.")
+    ] = 8080,
     data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Where state lives (SQLite, code, layers, logs).")
+        Path,
+        typer.Option(
+            "--data-dir", metavar="DIR", help="Where state lives (SQLite, code, layers, logs)."
+        ),
     ] = Path(".faasbox"),
-    backend: Annotated[str, typer.Option(help="Sandbox backend.")] = "process",
+    backend: Annotated[
+        str, typer.Option(metavar="NAME", help="Sandbox backend (this release: process).")
+    ] = "process",
     deploy: Annotated[
         list[Path] | None,
-        typer.Option("--deploy", "-f", help="Stack file(s) to deploy once the platform is up."),
+        typer.Option(
+            "--deploy",
+            "-f",
+            metavar="FILE",
+            help="Stack file(s) to deploy once the platform is up.",
+        ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="Server log level.")] = "warning",
+    log_level: Annotated[
+        str, typer.Option(metavar="LEVEL", help="Log level: debug, info, warning, error.")
+    ] = "warning",
 ) -> None:
     """Run the platform: gateway, registry, pools and sandboxes in one process."""
+    # Imported here, not at the top: the server stack is heavy, and every other CLI
+    # command would pay for it at start-up.
+    from faasbox.config import Settings
     from faasbox.errors import FaasboxError
     from faasbox.sandbox.backends import load_backend
+    from faasbox.server import bind, run
 
     try:
         load_backend(backend)
