@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 
 
-
 def up(
     host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[
