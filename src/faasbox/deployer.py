@@ -11,7 +11,7 @@ from typing import Any
 
 from faasbox.background import Background
 from faasbox.build.bundle import unpack
-from faasbox.build.layers import LayerBuilder
+from faasbox.build.layers import COMPLETE, LayerBuilder, layer_key, requirement_lines
 from faasbox.deployment import Deployment
 from faasbox.errors import BadRequest, BuildFailed, FaasboxError, FunctionNotFound
 from faasbox.models import FunctionSpec
@@ -115,8 +115,6 @@ class Deployer:
         )
 
     def _layer_for(self, v: VersionRecord, code_dir: Path) -> Path | None:
-        from faasbox.build.layers import COMPLETE, layer_key, requirement_lines
-
         req = code_dir / "requirements.txt"
         text = req.read_text() if req.exists() else ""
         if not requirement_lines(text):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -118,6 +117,3 @@ def routes(p: Platform) -> list[Route]:
         Route("/system/activations", activations, methods=["GET"]),
         Route("/system/activations/{call_id}", activation, methods=["GET"]),
     ]
-
-
-__all__ = ["json", "routes"]
