@@ -2,20 +2,31 @@
 """Warm-path benchmark: faasbox "hello" against a bare uvicorn "hello", in one run.
 
     bench/run                                   # sets up .venv and wrk, then runs this
-    .venv/bin/python bench/warm.py [--duration 10] [--connections 16]
+    .venv/bin/python bench/warm.py [--rounds 5] [--duration 8] [--connections 16]
 
-1. Starts bench/bare_app.py (raw ASGI, uvicorn + uvloop + httptools) on an ephemeral port
-   and measures it with wrk at --connections (default 16) and at 1 connection.
-2. Starts `faasbox up --port 0 --data-dir <tmp>`, deploys examples/hello (with the CLI,
-   or over the HTTP API if the CLI fails), warms it up and measures /function/hello the
-   same way.
-3. Prints a table and rewrites the "Warm path" section of docs/benchmarks.md (between
-   <!-- warm:start --> and <!-- warm:end -->) and docs/benchmarks-warm.png. Raw results go
-   to bench/.results/ (git-ignored).
+1. Starts bench/bare_app.py (raw ASGI, uvicorn + uvloop + httptools) on an ephemeral port,
+   and `faasbox up --port 0 --data-dir <tmp>` with examples/hello deployed (with the CLI,
+   or over the HTTP API if the CLI fails). Both stay up for the whole run; each is warmed
+   up (sequential calls, then --warmup-seconds of load).
+2. Runs --rounds interleaved rounds. In each, both servers are measured back to back with
+   wrk at --connections (default 16), then both at 1 connection; bare goes first in odd
+   rounds and faasbox first in even ones, so that slow drifts of the machine's speed hit
+   both alike. Every measurement lasts --duration seconds after a discarded
+   --round-warmup seconds of load at the same concurrency.
+3. Reports per round and medians over rounds: the throughput ratio (faasbox / bare
+   requests/s, judged by its median over rounds, with min and max), latency percentiles,
+   added latency at one connection (median over rounds of faasbox minus bare), and CPU
+   time per request. Prints tables and rewrites the "Warm path" section of
+   docs/benchmarks.md (between <!-- warm:start --> and <!-- warm:end -->) and
+   docs/benchmarks-warm.png. Raw results go to bench/.results/ (git-ignored).
 
-Targets: faasbox throughput >= 40% of bare at --connections; added p50 latency at one
-connection <= 1 ms. Exit status: 0 when both were measured (pass or fail is reported in
-the output), 1 when something could not be measured.
+Why rounds: on a small shared VM, identical runs differ by 15% or more from one minute
+to the next, so a single bare/faasbox pair gives a ratio that moves by several points
+for the same code; the median of interleaved pairs does not.
+
+Targets: median throughput ratio at --connections >= 40%; median added p50 latency at
+one connection <= 1 ms. Exit status: 0 when everything was measured (pass or fail is
+reported in the output), 1 when something could not be measured.
 
 Without wrk a Python asyncio load generator is used instead; it is much slower than wrk
 (it can become the bottleneck), so its numbers are only comparable with each other within
@@ -36,6 +47,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -370,6 +382,7 @@ def parse_wrk(text: str) -> dict[str, Any]:
 
 def run_wrk(url: str, connections: int, threads: int, duration: float) -> Load:
     threads = max(1, min(threads, connections))
+    duration = max(1, round(duration))  # wrk takes whole seconds only
     cmd = [
         "wrk",
         f"-t{threads}",
@@ -531,30 +544,85 @@ def tree_cpu(root: int) -> tuple[float, dict[int, float]]:
     return procs.get(root, (0, 0.0))[1], desc
 
 
-def measure_target(
-    name: str, tool: str, url: str, args: argparse.Namespace, pid: int | None = None
-) -> dict[str, Load]:
-    """Warm-up at full concurrency (discarded), then --connections, then one connection.
+SERVERS = ("bare", "faasbox")
+LABELS = {"bare": "bare uvicorn (raw ASGI)", "faasbox": "faasbox `/function/hello`"}
+
+
+@dataclass
+class Target:
+    """A server under test: the URL to load, and the pid whose CPU time (with its
+    descendants') is charged to it, when we started it ourselves."""
+
+    name: str
+    url: str
+    pid: int | None = None
+
+
+@dataclass
+class Round:
+    """One round: every server measured at every concurrency, in `order`."""
+
+    index: int  # 1-based
+    order: list[str]
+    loads: dict[str, dict[str, Load]] = field(default_factory=dict)  # server -> conns -> Load
+
+    def get(self, server: str, conns: str) -> Load | None:
+        return self.loads.get(server, {}).get(conns)
+
+
+def measured_rounds(rounds: list[Round]) -> int:
+    return sum(1 for r in rounds if r.loads)
+
+
+def conn_levels(args: argparse.Namespace) -> list[str]:
+    """The concurrencies measured in each round: --connections, then 1."""
+    return [str(args.connections)] + (["1"] if args.connections != 1 else [])
+
+
+def round_order(index: int, servers: list[str]) -> list[str]:
+    """bare first in odd rounds, faasbox first in even rounds."""
+    ordered = list(SERVERS) if index % 2 else list(reversed(SERVERS))
+    return [s for s in ordered if s in servers]
+
+
+def measure_once(target: Target, tool: str, connections: int, args: argparse.Namespace) -> Load:
+    """A short warm-up at the same concurrency (discarded), then one measurement.
     With the server's pid, also its CPU time (and its children's) per request."""
-    log(f"{name}: warm-up {args.warmup_seconds:g}s at c={args.connections}")
-    measure(tool, url, args.connections, args.threads, args.warmup_seconds)
-    out = {}
-    for c in (args.connections, 1):
-        log(f"{name}: measuring {args.duration:g}s at c={c}")
-        before = tree_cpu(pid) if pid else None
-        load = measure(tool, url, c, args.threads, args.duration)
-        if before and pid and load.requests:
-            after = tree_cpu(pid)
-            kids = sum(t - before[1].get(p, 0.0) for p, t in after[1].items())
-            load.cpu_us_per_req = {"server": (after[0] - before[0]) / load.requests * 1e6}
-            if after[1] or before[1]:
-                load.cpu_us_per_req["children"] = kids / load.requests * 1e6
-        log(
-            f"{name}: c={c}: {load.rps:,.0f} req/s, p50 {load.latency_ms.get('50', 0):.3f} ms, "
-            f"p99 {load.latency_ms.get('99', 0):.3f} ms, errors {load.errors}"
-        )
-        out[str(c)] = load
-    return out
+    if args.round_warmup > 0:
+        measure(tool, target.url, connections, args.threads, args.round_warmup)
+    before = tree_cpu(target.pid) if target.pid else None
+    load = measure(tool, target.url, connections, args.threads, args.duration)
+    if before is not None and target.pid and load.requests:
+        after = tree_cpu(target.pid)
+        kids = sum(t - before[1].get(p, 0.0) for p, t in after[1].items())
+        load.cpu_us_per_req = {"server": (after[0] - before[0]) / load.requests * 1e6}
+        if after[1] or before[1]:
+            load.cpu_us_per_req["children"] = kids / load.requests * 1e6
+    return load
+
+
+def run_rounds(
+    targets: dict[str, Target], tool: str, args: argparse.Namespace, rounds: list[Round]
+) -> None:
+    """--rounds rounds; in each, for each concurrency, every server back to back, the
+    order alternating between rounds so that slow drifts of the machine hit both alike.
+    Appends to `rounds` as it goes, so whatever was measured survives a failure."""
+    for i in range(1, args.rounds + 1):
+        rnd = Round(i, round_order(i, list(targets)))
+        rounds.append(rnd)
+        log(f"round {i}/{args.rounds}: {' then '.join(rnd.order)}")
+        for c in conn_levels(args):
+            for name in rnd.order:
+                load = measure_once(targets[name], tool, int(c), args)
+                rnd.loads.setdefault(name, {})[c] = load
+                log(
+                    f"  {name:<7} c={c:<3} {load.rps:>9,.0f} req/s  "
+                    f"p50 {fmt_ms(load.latency_ms.get('50'))}  "
+                    f"p99 {fmt_ms(load.latency_ms.get('99'))}  errors {load.errors}"
+                )
+            bare, fb = rnd.get("bare", c), rnd.get("faasbox", c)
+            if bare and fb and bare.rps:
+                log(f"  c={c}: faasbox / bare = {fb.rps / bare.rps:.1%}")
 
 
 # --------------------------------------------------------------------------- report
@@ -613,48 +681,105 @@ def machine_info() -> dict[str, str]:
 def fmt_ms(v: float | None) -> str:
     if v is None:
         return "-"
-    return f"{v * 1000:.0f} µs" if v < 1 else f"{v:.2f} ms"
+    return f"{v * 1000:.0f} µs" if abs(v) < 1 else f"{v:.2f} ms"
 
 
-def fmt_signed_ms(v: float) -> str:
+def fmt_signed_ms(v: float | None) -> str:
+    if v is None:
+        return "-"
     return ("+" if v >= 0 else "-") + fmt_ms(abs(v))
 
 
-def summarize(res: dict[str, Any], c: str) -> dict[str, Any]:
-    """The comparisons the targets are about (None where not measured)."""
-    bare, fb = res.get("bare") or {}, res.get("faasbox") or {}
-    s: dict[str, Any] = {"ratio": None, "added_p50": None, "added_p99": None, "cpu_ratio": None}
-    if c in bare and c in fb and bare[c].rps:
-        s["ratio"] = fb[c].rps / bare[c].rps
-        cb, cf = bare[c].cpu_us_per_req, fb[c].cpu_us_per_req
-        if cb and cf:
-            s["cpu_ratio"] = sum(cb.values()) / sum(cf.values())
-    if "1" in bare and "1" in fb:
-        s["added_p50"] = fb["1"].latency_ms["50"] - bare["1"].latency_ms["50"]
-        s["added_p99"] = fb["1"].latency_ms["99"] - bare["1"].latency_ms["99"]
-    return s
+def fmt_cpu(cpu: dict[str, float]) -> str:
+    if not cpu:
+        return "-"
+    if "children" not in cpu:
+        return f"{cpu['server']:.0f}"
+    return f"{cpu['server'] + cpu['children']:.0f} ({cpu['server']:.0f} + {cpu['children']:.0f})"
 
 
-def table_rows(res: dict[str, Any], conns: list[str]) -> list[list[str]]:
-    rows = []
-    labels = {"bare": "bare uvicorn (raw ASGI)", "faasbox": "faasbox `/function/hello`"}
-    for c in conns:
-        for key in ("bare", "faasbox"):
-            load = (res.get(key) or {}).get(c)
-            if load is None:
-                rows.append([labels[key], c, "not measured", "", "", "", "", "", ""])
-                continue
-            rows.append(
-                [
-                    labels[key],
-                    c,
-                    f"{load.rps:,.0f}",
-                    *(fmt_ms(load.latency_ms.get(p)) for p in PERCENTILES),
-                    fmt_cpu(load.cpu_us_per_req),
-                    str(load.errors),
-                ]
-            )
-    return rows
+def spread(values: list[float]) -> dict[str, Any] | None:
+    """Median, min, max (and the values, in round order) of a per-round quantity."""
+    if not values:
+        return None
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+        "values": values,
+    }
+
+
+def median_cpu(cpus: list[dict[str, float]]) -> dict[str, float]:
+    """The median CPU cost per request, split as in the measurement it comes from: the
+    split of the middle round by total (mean of the two middle ones for an even count),
+    so that the parts add up to the total shown."""
+    cpus = sorted((c for c in cpus if c), key=lambda c: sum(c.values()))
+    if not cpus:
+        return {}
+    mid = cpus[(len(cpus) - 1) // 2 : len(cpus) // 2 + 1]
+    return {k: sum(c.get(k, 0.0) for c in mid) / len(mid) for k in mid[0]}
+
+
+def server_medians(rounds: list[Round], server: str, c: str) -> dict[str, Any] | None:
+    """Medians over the rounds of one server's measurements at one concurrency."""
+    loads = [load for r in rounds if (load := r.get(server, c)) is not None]
+    if not loads:
+        return None
+    lat = {p: [load.latency_ms[p] for load in loads if p in load.latency_ms] for p in PERCENTILES}
+    return {
+        "n": len(loads),
+        "rps": statistics.median(load.rps for load in loads),
+        "latency_ms": {p: statistics.median(v) for p, v in lat.items() if v},
+        "latency_ms_min": {p: min(v) for p, v in lat.items() if v},
+        "latency_ms_max": {p: max(v) for p, v in lat.items() if v},
+        "cpu_us_per_req": median_cpu([load.cpu_us_per_req for load in loads]),
+        "errors": sum(load.errors for load in loads),
+    }
+
+
+def paired(rounds: list[Round], c: str, f: Callable[[Load, Load], float | None]) -> list[float]:
+    """f(bare, faasbox) for every round where both were measured at c."""
+    out = []
+    for r in rounds:
+        bare, fb = r.get("bare", c), r.get("faasbox", c)
+        if bare is not None and fb is not None and (v := f(bare, fb)) is not None:
+            out.append(v)
+    return out
+
+
+def _ratio(bare: Load, fb: Load) -> float | None:
+    return fb.rps / bare.rps if bare.rps else None
+
+
+def _cpu_ratio(bare: Load, fb: Load) -> float | None:
+    b, f = sum(bare.cpu_us_per_req.values()), sum(fb.cpu_us_per_req.values())
+    return b / f if b and f else None
+
+
+def _added(p: str) -> Callable[[Load, Load], float | None]:
+    def f(bare: Load, fb: Load) -> float | None:
+        if p in bare.latency_ms and p in fb.latency_ms:
+            return fb.latency_ms[p] - bare.latency_ms[p]
+        return None
+
+    return f
+
+
+def summarize(rounds: list[Round], args: argparse.Namespace) -> dict[str, Any]:
+    """The comparisons the targets are about, as medians over rounds of per-round
+    comparisons (None where not measured)."""
+    conns = conn_levels(args)
+    hi = conns[0]
+    return {
+        "rounds": len(paired(rounds, hi, _ratio)),
+        "servers": {s: {c: server_medians(rounds, s, c) for c in conns} for s in SERVERS},
+        "ratio": {c: spread(paired(rounds, c, _ratio)) for c in conns},
+        "cpu_ratio": spread(paired(rounds, hi, _cpu_ratio)),
+        "added_p50": spread(paired(rounds, "1", _added("50"))),
+        "added_p99": spread(paired(rounds, "1", _added("99"))),
+    }
 
 
 HEADER = [
@@ -670,86 +795,193 @@ HEADER = [
 ]
 
 
-def fmt_cpu(cpu: dict[str, float]) -> str:
-    if not cpu:
-        return "-"
-    if "children" not in cpu:
-        return f"{cpu['server']:.0f}"
-    return f"{cpu['server'] + cpu['children']:.0f} ({cpu['server']:.0f} + {cpu['children']:.0f})"
-
-
-def print_table(res: dict[str, Any], args: argparse.Namespace) -> None:
-    conns = [str(args.connections), "1"]
-    rows = [HEADER, *table_rows(res, conns)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    print()
-    for i, r in enumerate(rows):
-        print(
-            "  ".join(
-                cell.ljust(w) if j < 2 else cell.rjust(w)
-                for j, (cell, w) in enumerate(zip(r, widths, strict=True))
+def summary_rows(s: dict[str, Any], args: argparse.Namespace) -> list[list[str]]:
+    rows = []
+    for c in conn_levels(args):
+        for key in SERVERS:
+            m = s["servers"][key][c]
+            if m is None:
+                rows.append([LABELS[key], c, "not measured", *[""] * (len(HEADER) - 3)])
+                continue
+            rows.append(
+                [
+                    LABELS[key],
+                    c,
+                    f"{m['rps']:,.0f}",
+                    *(fmt_ms(m["latency_ms"].get(p)) for p in PERCENTILES),
+                    fmt_cpu(m["cpu_us_per_req"]),
+                    str(m["errors"]),
+                ]
             )
-        )
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    s = summarize(res, str(args.connections))
+    return rows
+
+
+ROUND_HEADER = [
+    "round",
+    "order",
+    "connections",
+    "bare req/s",
+    "faasbox req/s",
+    "faasbox / bare",
+    "bare p50",
+    "faasbox p50",
+    "added p50",
+    "bare p99",
+    "faasbox p99",
+    "added p99",
+]
+
+
+def round_rows(rounds: list[Round], args: argparse.Namespace) -> list[list[str]]:
+    rows = []
+    for r in rounds:
+        for j, c in enumerate(conn_levels(args)):
+            bare, fb = r.get("bare", c), r.get("faasbox", c)
+            if bare is None and fb is None:
+                continue
+
+            def rps(load: Load | None) -> str:
+                return f"{load.rps:,.0f}" if load else "-"
+
+            def lat(load: Load | None, p: str) -> str:
+                return fmt_ms(load.latency_ms.get(p)) if load else "-"
+
+            ratio = _ratio(bare, fb) if bare and fb else None
+            add50 = _added("50")(bare, fb) if bare and fb else None
+            add99 = _added("99")(bare, fb) if bare and fb else None
+            rows.append(
+                [
+                    str(r.index) if j == 0 else "",
+                    f"{r.order[0]} first" if j == 0 and len(r.order) > 1 else "",
+                    c,
+                    rps(bare),
+                    rps(fb),
+                    f"{ratio:.1%}" if ratio is not None else "-",
+                    lat(bare, "50"),
+                    lat(fb, "50"),
+                    fmt_signed_ms(add50),
+                    lat(bare, "99"),
+                    lat(fb, "99"),
+                    fmt_signed_ms(add99),
+                ]
+            )
+    return rows
+
+
+def console_table(header: list[str], rows: list[list[str]], left: int) -> list[str]:
+    """Plain-text table; the first `left` columns left-aligned, the others right."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(
+            cell.ljust(w) if j < left else cell.rjust(w)
+            for j, (cell, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+
+    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+
+
+def md_table(header: list[str], rows: list[list[str]], left: int) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * left + ["---:"] * (len(header) - left)) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def print_report(rounds: list[Round], args: argparse.Namespace) -> None:
+    s = summarize(rounds, args)
+    print()
+    print(f"Per round ({args.duration:g} s per measurement):")
+    for line in console_table(ROUND_HEADER, round_rows(rounds, args), 2):
+        print("  " + line)
+    print()
+    print(f"Medians over {measured_rounds(rounds)} round(s):")
+    for line in console_table(HEADER, summary_rows(s, args), 2):
+        print("  " + line)
     print()
     for line in verdict_lines(s, args):
         print(line.replace("**", "").replace("`", ""))
     print()
 
 
+def fmt_range_pct(sp: dict[str, Any]) -> str:
+    return f"{sp['min']:.1%} to {sp['max']:.1%}"
+
+
+def fmt_range_ms(sp: dict[str, Any]) -> str:
+    return f"{fmt_signed_ms(sp['min'])} to {fmt_signed_ms(sp['max'])}"
+
+
 def verdict_lines(s: dict[str, Any], args: argparse.Namespace) -> list[str]:
     lines = []
-    if s["ratio"] is None:
+    c = str(args.connections)
+    cs = f"{c} connection" + ("s" if c != "1" else "")
+    ratio = s["ratio"][c]
+    if ratio is None:
         lines.append(
-            f"- Throughput at {args.connections} connections: **not measured** "
+            f"- Throughput at {cs}: **not measured** "
             f"(target: faasbox ≥ {TARGET_RATIO:.0%} of bare)."
         )
     else:
-        ok = s["ratio"] >= TARGET_RATIO
+        ok = ratio["median"] >= TARGET_RATIO
+        hits = sum(v >= TARGET_RATIO for v in ratio["values"])
         lines.append(
-            f"- Throughput at {args.connections} connections: faasbox reaches "
-            f"**{s['ratio']:.1%}** of bare uvicorn (target ≥ {TARGET_RATIO:.0%}): "
-            f"**{'PASS' if ok else 'FAIL'}**."
+            f"- Throughput at {cs}: faasbox reaches **{ratio['median']:.1%}** of "
+            f"bare uvicorn, median of {ratio['n']} rounds (range {fmt_range_pct(ratio)}; "
+            f"{hits} of {ratio['n']} rounds at or above the target). "
+            f"Target ≥ {TARGET_RATIO:.0%}: **{'PASS' if ok else 'FAIL'}**."
         )
-    if s["cpu_ratio"] is not None:
+    one = s["ratio"].get("1")
+    if one is not None and c != "1":
         lines.append(
-            f"- CPU cost per request at {args.connections} connections, bare / faasbox: "
-            f"{s['cpu_ratio']:.1%} (less sensitive to other load on the machine than "
-            "requests/s; with every core busy, throughput ratio tends to this)."
+            f"- Throughput at 1 connection: faasbox reaches {one['median']:.1%} of bare "
+            f"(range {fmt_range_pct(one)}; no target)."
         )
-    if s["added_p50"] is None:
+    cpu = s["cpu_ratio"]
+    if cpu is not None:
+        lines.append(
+            f"- CPU cost per request at {cs}, bare / faasbox: {cpu['median']:.1%} "
+            f"(median; range {fmt_range_pct(cpu)}). Less sensitive to other load on the "
+            "machine than requests/s; with every core busy, the throughput ratio tends to "
+            "this."
+        )
+    add50, add99 = s["added_p50"], s["added_p99"]
+    if add50 is None:
         lines.append(
             f"- Added latency at 1 connection: **not measured** "
             f"(target: p50 added ≤ {TARGET_ADDED_P50_MS:g} ms)."
         )
     else:
-        ok = s["added_p50"] <= TARGET_ADDED_P50_MS
+        ok = add50["median"] <= TARGET_ADDED_P50_MS
         lines.append(
-            f"- Added latency at 1 connection (faasbox minus bare): p50 "
-            f"**{fmt_signed_ms(s['added_p50'])}** (target ≤ {TARGET_ADDED_P50_MS:g} ms): "
-            f"**{'PASS' if ok else 'FAIL'}**; p99 {fmt_signed_ms(s['added_p99'])} "
-            f"(no target)."
+            f"- Added latency at 1 connection (faasbox minus bare in the same round, median "
+            f"of {add50['n']} rounds): p50 **{fmt_signed_ms(add50['median'])}** (range "
+            f"{fmt_range_ms(add50)}). Target ≤ {TARGET_ADDED_P50_MS:g} ms: "
+            f"**{'PASS' if ok else 'FAIL'}**."
+            + (
+                f" p99 {fmt_signed_ms(add99['median'])} (range {fmt_range_ms(add99)}; no target)."
+                if add99
+                else ""
+            )
         )
     return lines
 
 
 def render_section(
-    res: dict[str, Any],
+    rounds: list[Round],
     info: dict[str, str],
     args: argparse.Namespace,
+    tool: str,
     notes: list[str],
     plot_ok: bool,
 ) -> str:
-    conns = [str(args.connections), "1"]
-    s = summarize(res, str(args.connections))
-    tool = res.get("tool", "wrk")
+    s = summarize(rounds, args)
+    c = args.connections
     if tool == "wrk":
         load_desc = (
-            f"`wrk -t{min(args.threads, args.connections)} -c{args.connections} "
-            f"-d{args.duration:g}s --latency URL`, then `wrk -t1 -c1 -d{args.duration:g}s "
-            f"--latency URL`"
+            f"`wrk -t{min(args.threads, c)} -c{c} -d{args.duration:g}s --latency URL` and "
+            f"`wrk -t1 -c1 -d{args.duration:g}s --latency URL`"
         )
     else:
         load_desc = (
@@ -758,6 +990,7 @@ def render_section(
             "compare bare and faasbox within this run only and are not comparable "
             "with wrk numbers"
         )
+    n = measured_rounds(rounds)
     out = [
         START_MARK,
         "## Warm path",
@@ -767,14 +1000,20 @@ def render_section(
         'possible Python HTTP "hello": a raw ASGI app on uvicorn with uvloop and httptools '
         "([`bench/bare_app.py`](../bench/bare_app.py)). faasbox serves "
         "[`examples/hello`](../examples/hello/handler.py), deployed from "
-        "[`examples/faasbox.yml`](../examples/faasbox.yml). Both are measured by the same "
-        "load generator in the same run, one after the other, each measurement after a "
-        f"{args.warmup_seconds:g} s warm-up at full concurrency. Load generator: {load_desc}.",
+        "[`examples/faasbox.yml`](../examples/faasbox.yml).",
+        "",
+        f"Method: both servers stay up for the whole run and are measured back to back, "
+        f"by the same load generator, in {n} rounds (at {c} connections, then at 1), bare "
+        f"first in odd rounds and faasbox first in even rounds, so that slow drifts in the "
+        f"machine's speed hit both alike. Every number reported is a median over the "
+        f"rounds, and the throughput ratio is the median of the per-round ratios. Each "
+        f"measurement lasts {args.duration:g} s after a discarded {args.round_warmup:g} s "
+        f"warm-up at the same concurrency. Load generator: {load_desc}.",
         "",
         "Reproduce (sets up `.venv`, installs wrk if missing and root):",
         "",
         "```bash",
-        f"bench/run --duration {args.duration:g} --connections {args.connections}",
+        f"bench/run --rounds {args.rounds} --duration {args.duration:g} --connections {c}",
         "# or, with an existing venv: .venv/bin/python bench/warm.py",
         "```",
         "",
@@ -783,25 +1022,30 @@ def render_section(
         + f"; {info['kernel']}; {info['python']}"
         + (f"; {info['wrk']}" if info["wrk"] and tool == "wrk" else "")
         + (f"; faasbox commit {info['commit']}" if info["commit"] else "")
-        + f". Load generator and servers share these CPUs; 1-minute load average before "
-        f"the run: {info['loadavg']}.",
-        "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADER) - 2)) + "|",
-        *("| " + " | ".join(r) + " |" for r in table_rows(res, conns)),
-        "",
-        "CPU µs/request is the CPU time (user + system) the server spent per request during "
-        "that measurement, from /proc; for faasbox it is split as (gateway process + its "
-        "replicas). The load generator's own CPU is not included.",
+        + ". Load generator and servers share these CPUs; 1-minute load average before "
+        f"the run: {info['loadavg']}, after: {info.get('loadavg_after', '?')}.",
         "",
         "Targets:",
         "",
         *verdict_lines(s, args),
+        "",
+        f"Medians over {n} rounds:",
+        "",
+        *md_table(HEADER, summary_rows(s, args), 2),
+        "",
+        "CPU µs/request is the CPU time (user + system) the server spent per request during "
+        "a measurement, from /proc; for faasbox it is split as (gateway process + its "
+        "replicas), taken from the median round. The load generator's own CPU is not "
+        "included. Errors are summed over the rounds.",
+        "",
+        "Per round (added = faasbox minus bare in the same round):",
+        "",
+        *md_table(ROUND_HEADER, round_rows(rounds, args), 3),
     ]
     if notes:
         out += ["", "Notes:", "", *(f"- {n}" for n in notes)]
     if plot_ok:
-        out += ["", f"![warm path: throughput and latency](./{PLOT.name})"]
+        out += ["", f"![warm path: throughput ratio per round, and latency](./{PLOT.name})"]
     out += [END_MARK]
     return "\n".join(out) + "\n"
 
@@ -820,62 +1064,138 @@ def update_doc(section: str) -> None:
     log(f"wrote {DOC.relative_to(ROOT)}")
 
 
-def plot(res: dict[str, Any], args: argparse.Namespace) -> bool:
+COLORS = {"bare": "#8c8c8c", "faasbox": "#2b7bb9"}
+
+
+def plot(rounds: list[Round], args: argparse.Namespace, tool: str) -> bool:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import PercentFormatter
     except ImportError:
         log("matplotlib not installed: no plot (pip install -e '.[bench]')")
         return False
-    c = str(args.connections)
-    names = [("bare", "bare uvicorn", "#999999"), ("faasbox", "faasbox", "#2b7bb9")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    s = summarize(rounds, args)
+    conns = conn_levels(args)
+    hi = conns[0]
+    fig, axes = plt.subplots(
+        1,
+        1 + len(conns),
+        figsize=(6 + 4.6 * len(conns), 4.6),
+        width_ratios=[1.3] + [1] * len(conns),
+    )
+
+    # 1. faasbox / bare requests/s in each round, and their median
     ax = axes[0]
-    xs, hs, cs = [], [], []
-    for key, label, color in names:
-        load = (res.get(key) or {}).get(c)
-        if load:
-            xs.append(label)
-            hs.append(load.rps)
-            cs.append(color)
-    bars = ax.bar(xs, hs, color=cs)
-    ax.bar_label(bars, labels=[f"{h:,.0f}" for h in hs])
-    ax.set_title(f"throughput, {c} connections")
-    ax.set_ylabel("requests/s")
-    for ax, conn in ((axes[1], c), (axes[2], "1")):
-        width = 0.38
-        for i, (key, label, color) in enumerate(names):
-            load = (res.get(key) or {}).get(conn)
-            if not load:
+    styles = {hi: ("o", "#2b7bb9"), "1": ("s", "#e08a1e")}
+    top = TARGET_RATIO
+    for c in conns:
+        marker, color = styles[c]
+        pts = [
+            (r.index, v)
+            for r in rounds
+            if (b := r.get("bare", c)) and (f := r.get("faasbox", c)) and (v := _ratio(b, f))
+        ]
+        sp = s["ratio"][c]
+        if not pts or sp is None:
+            continue
+        top = max(top, sp["max"])
+        label = f"{c} connection{'s' if c != '1' else ''}"
+        ax.plot(*zip(*pts, strict=True), marker, color=color, ms=7, label=f"{label}, per round")
+        ax.axhline(sp["median"], color=color, lw=1.8, label=f"{label}, median {sp['median']:.1%}")
+    ax.axhline(TARGET_RATIO, color="#c0392b", ls="--", lw=1.2, label=f"target {TARGET_RATIO:.0%}")
+    ax.set_xlim(0.5, max(len(rounds), 1) + 0.5)
+    ax.set_xticks(range(1, len(rounds) + 1))
+    ax.set_ylim(0, top * 1.2)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("round (bare first in odd rounds, faasbox first in even)")
+    ax.set_ylabel("faasbox / bare requests/s")
+    bare_m, fb_m = s["servers"]["bare"][hi], s["servers"]["faasbox"][hi]
+    ax.set_title(
+        "throughput ratio per round"
+        + (
+            f"\nmedian req/s at {hi} connections: bare {bare_m['rps']:,.0f}, "
+            f"faasbox {fb_m['rps']:,.0f}"
+            if bare_m and fb_m
+            else ""
+        ),
+        fontsize=10,
+    )
+    ax.legend(fontsize=8, loc="lower center", ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+
+    # 2. latency percentiles, median over rounds, whiskers = min..max over rounds
+    width = 0.38
+    for ax, c in zip(axes[1:], conns, strict=True):
+        ymax = 0.0
+        for i, key in enumerate(SERVERS):
+            m = s["servers"][key][c]
+            if m is None:
                 continue
-            vals = [load.latency_ms[p] for p in PERCENTILES]
-            pos = [j + (i - 0.5) * width for j in range(len(PERCENTILES))]
-            ax.bar(pos, vals, width, label=label, color=color)
+            ps = [p for p in PERCENTILES if p in m["latency_ms"]]
+            vals = [m["latency_ms"][p] for p in ps]
+            err = [
+                [v - m["latency_ms_min"][p] for p, v in zip(ps, vals, strict=True)],
+                [m["latency_ms_max"][p] - v for p, v in zip(ps, vals, strict=True)],
+            ]
+            pos = [PERCENTILES.index(p) + (i - 0.5) * width for p in ps]
+            ax.bar(
+                pos,
+                vals,
+                width,
+                yerr=err if len(rounds) > 1 else None,
+                capsize=3,
+                error_kw={"elinewidth": 0.8, "ecolor": "#444444"},
+                label=("bare uvicorn" if key == "bare" else "faasbox") + ", median",
+                color=COLORS[key],
+            )
+            tops = [
+                m["latency_ms_max"][p] if len(rounds) > 1 else v
+                for p, v in zip(ps, vals, strict=True)
+            ]
+            for x, v, t in zip(pos, vals, tops, strict=True):
+                ax.annotate(
+                    f"{v * 1000:.0f} µs" if v < 1 else f"{v:.1f} ms",
+                    (x, t),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    rotation=90,
+                )
+            ymax = max([ymax, *tops])
         ax.set_xticks(range(len(PERCENTILES)), [f"p{p}" for p in PERCENTILES])
         ax.set_ylabel("latency (ms)")
-        ax.set_title(f"latency, {conn} connection{'s' if conn != '1' else ''}")
-        ax.legend()
+        ax.set_ylim(0, ymax * 1.3 if ymax else 1)
+        ax.set_title(f"latency, {c} connection{'s' if c != '1' else ''}")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(axis="y", alpha=0.3)
     fig.suptitle(
-        f"faasbox warm path vs bare uvicorn ({res.get('tool', 'wrk')}, {args.duration:g} s per run)"
+        f"faasbox warm path vs bare uvicorn: {len(rounds)} interleaved rounds, "
+        f"{tool}, {args.duration:g} s per measurement (whiskers: min to max over rounds)",
+        fontsize=11,
     )
     fig.tight_layout()
-    fig.savefig(PLOT, dpi=90)
+    fig.savefig(PLOT, dpi=100)
     plt.close(fig)
     log(f"wrote {PLOT.relative_to(ROOT)}")
     return True
 
 
-def save_raw(res: dict[str, Any], info: dict[str, str], notes: list[str]) -> None:
+def save_raw(
+    rounds: list[Round], info: dict[str, str], args: argparse.Namespace, tool: str, notes: list[str]
+) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {
         "machine": info,
+        "args": vars(args),
+        "tool": tool,
         "notes": notes,
-        "tool": res.get("tool"),
-        "results": {
-            k: {c: asdict(v) for c, v in res[k].items()} for k in ("bare", "faasbox") if res.get(k)
-        },
+        "summary": summarize(rounds, args),
+        "rounds": [asdict(r) for r in rounds],
     }
     path = RESULTS / f"warm-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(data, indent=2))
@@ -897,7 +1217,13 @@ def function_status(url: str) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (10)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved rounds, each measuring both servers at both concurrencies (5)",
+    )
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per measurement (8)")
     p.add_argument(
         "--connections",
         type=int,
@@ -906,10 +1232,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=2, help="wrk threads for the loaded run (2)")
     p.add_argument(
+        "--round-warmup",
+        type=float,
+        default=1.0,
+        help="load at the same concurrency right before each measurement, discarded (1)",
+    )
+    p.add_argument(
         "--warmup-seconds",
         type=float,
         default=3.0,
-        help="load before each measurement, discarded (3)",
+        help="load at --connections on each server before the first round, discarded (3)",
     )
     p.add_argument(
         "--warmup-requests",
@@ -931,15 +1263,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="update docs/ even when faasbox could not be measured",
     )
     args = p.parse_args(argv)
-    if args.connections < 1 or args.duration <= 0:
-        p.error("--connections must be >= 1 and --duration > 0")
+    if args.connections < 1 or args.duration <= 0 or args.rounds < 1:
+        p.error("--connections and --rounds must be >= 1, --duration > 0")
+    if args.round_warmup < 0 or args.warmup_seconds < 0:
+        p.error("warm-up durations must be >= 0")
     return args
+
+
+def setup_faasbox(
+    procs: Processes, workdir: Path, args: argparse.Namespace, notes: list[str]
+) -> Target:
+    """Start faasbox (unless --gateway), deploy hello, warm it up."""
+    fb_pid = None
+    if args.gateway:
+        gw = args.gateway.rstrip("/")
+    else:
+        gw, fb = start_faasbox(procs, workdir / "data", workdir, args.startup_timeout)
+        fb_pid = fb.pid
+    how = deploy_hello(gw)
+    log(f"deployed hello via {how}")
+    fn_url = gw + "/function/hello"
+    t0 = time.perf_counter()
+    first = check_hello(fn_url, 1)
+    first_ms = (time.perf_counter() - t0) * 1000
+    check_hello(fn_url, args.warmup_requests)
+    notes.append(
+        f"hello was deployed with {how}; the first call took "
+        f"{first_ms:.0f} ms (cold start: {first.get('cold_start') or 'unknown'}), "
+        f"then {args.warmup_requests} sequential warm-up calls."
+    )
+    return Target("faasbox", fn_url, fb_pid)
+
+
+def status_note(gateway: str) -> str | None:
+    status = function_status(gateway)
+    if not status:
+        return None
+    scale = ", ".join(
+        f"`{k}: {v}`" for k, v in (status.get("labels") or {}).items() if "scale" in k
+    )
+    return (
+        f"After the run hello had {status.get('replicas')} replica(s) "
+        f"({status.get('availableReplicas')} available), concurrency "
+        f"{status.get('concurrency')} per replica" + (f"; {scale}." if scale else ".")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
     tool = args.tool
     if tool == "auto":
         tool = "wrk" if shutil.which("wrk") else "python"
@@ -958,49 +1331,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"warning: load average is {info['loadavg']}: other work on this machine "
                 "skews the numbers"
             )
-    res: dict[str, Any] = {"tool": tool}
+    per_round = len(conn_levels(args)) * len(SERVERS) * (args.duration + args.round_warmup)
+    log(f"{args.rounds} rounds of ~{per_round:.0f} s each")
+    rounds: list[Round] = []
     notes: list[str] = []
     procs = Processes()
     workdir = Path(tempfile.mkdtemp(prefix="faasbox-bench-"))
     failed = ""
     try:
-        # 1. the baseline
+        # 1. both servers, started once and warmed up
+        targets: dict[str, Target] = {}
         url, proc = start_bare(procs, workdir)
         check_hello(url, 20)
-        res["bare"] = measure_target("bare", tool, url, args, proc.pid)
-        procs.stop(proc)
-
-        # 2. faasbox
+        targets["bare"] = Target("bare", url, proc.pid)
         try:
-            fb_pid = None
-            if args.gateway:
-                gw = args.gateway.rstrip("/")
-            else:
-                gw, fb = start_faasbox(procs, workdir / "data", workdir, args.startup_timeout)
-                fb_pid = fb.pid
-            how = deploy_hello(gw)
-            log(f"deployed hello via {how}")
-            fn_url = gw + "/function/hello"
-            t0 = time.perf_counter()
-            first = check_hello(fn_url, 1)
-            first_ms = (time.perf_counter() - t0) * 1000
-            check_hello(fn_url, args.warmup_requests)
-            res["faasbox"] = measure_target("faasbox", tool, fn_url, args, fb_pid)
-            status = function_status(gw)
-            notes.append(
-                f"hello was deployed with {how}; the first call took "
-                f"{first_ms:.0f} ms (cold start: {first.get('cold_start') or 'unknown'}), "
-                f"then {args.warmup_requests} sequential warm-up calls."
-            )
-            if status:
-                scale = ", ".join(
-                    f"`{k}: {v}`" for k, v in (status.get("labels") or {}).items() if "scale" in k
-                )
-                notes.append(
-                    f"After the run hello had {status.get('replicas')} replica(s) "
-                    f"({status.get('availableReplicas')} available), concurrency "
-                    f"{status.get('concurrency')} per replica" + (f"; {scale}." if scale else ".")
-                )
+            targets["faasbox"] = setup_faasbox(procs, workdir, args, notes)
         except (RuntimeError, TimeoutError, OSError) as exc:
             failed = f"faasbox could not be measured: {exc}"
             log(failed)
@@ -1008,6 +1353,23 @@ def main(argv: list[str] | None = None) -> int:
             if log_file.exists():
                 log("faasbox output:\n" + tail(log_file.read_text(errors="replace"), 40))
             notes.append(failed.splitlines()[0].rstrip(":") + " (see the script's output).")
+        if args.warmup_seconds > 0:
+            for t in targets.values():
+                log(f"{t.name}: warm-up {args.warmup_seconds:g}s at c={args.connections}")
+                measure(tool, t.url, args.connections, args.threads, args.warmup_seconds)
+
+        # 2. the interleaved rounds
+        try:
+            run_rounds(targets, tool, args, rounds)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            msg = f"measurement failed in round {len(rounds)}: {exc}"
+            log(msg)
+            notes.append(msg.splitlines()[0].rstrip(":") + "; later rounds were not run.")
+            failed = failed or msg
+        if "faasbox" in targets and (
+            note := status_note(targets["faasbox"].url.rsplit("/function/", 1)[0])
+        ):
+            notes.append(note)
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         procs.stop_all()
@@ -1015,21 +1377,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         procs.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    info["loadavg_after"] = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "?"
 
-    for key in ("bare", "faasbox"):
-        for c, load in (res.get(key) or {}).items():
-            if load.errors:
-                notes.append(
-                    f"{key} at c={c}: {load.errors} failed requests (non-2xx or socket "
-                    "errors); its numbers are not valid."
-                )
-                failed = failed or "errors during measurement"
-    print_table(res, args)
-    save_raw(res, info, notes)
-    shutil.rmtree(workdir, ignore_errors=True)
+    for r in rounds:
+        for key in SERVERS:
+            for c, load in r.loads.get(key, {}).items():
+                if load.errors:
+                    notes.append(
+                        f"round {r.index}, {key} at c={c}: {load.errors} failed requests "
+                        "(non-2xx or socket errors); its numbers are not valid."
+                    )
+                    failed = failed or "errors during measurement"
+    print_report(rounds, args)
+    save_raw(rounds, info, args, tool, notes)
     if not args.no_write and (not failed or args.write_partial):
-        plot_ok = plot(res, args)
-        update_doc(render_section(res, info, args, notes, plot_ok))
+        plot_ok = plot(rounds, args, tool)
+        update_doc(render_section(rounds, info, args, tool, notes, plot_ok))
     elif failed and not args.no_write:
         log("docs/ left unchanged because the run is incomplete (use --write-partial)")
     return 1 if failed else 0
