@@ -167,3 +167,16 @@ def test_time_queued_in_a_replica_does_not_count_against_the_timeout(client: htt
         # 0.8 s queued + 0.6 s running: over 1 s in all, but it ran for 0.6 s only.
         assert r.status_code == 200, r.text
         assert float(r.headers["x-duration-seconds"]) > 1.0
+
+
+def test_call_queued_behind_a_timeout_runs_elsewhere(client: httpx.Client) -> None:
+    labels = {"com.openfaas.scale.max": "1", "faasbox.prefetch": "1"}
+    deploy(client, "sc-qstuck", SLOW, timeout="1s", labels=labels)
+    client.get("/function/sc-qstuck")  # warm
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        stuck = ex.submit(client.get, "/function/sc-qstuck?s=30")
+        wait_for(lambda: _status(client, "sc-qstuck")["inflight"] == 1)
+        behind = ex.submit(client.get, "/function/sc-qstuck?s=0")
+        assert stuck.result().status_code == 504
+        r = behind.result()
+        assert r.status_code == 200 and r.headers["x-faasbox-cold-start"] == "true", r.text

@@ -122,8 +122,9 @@ class FunctionPool:
             return queued, False
         if len(self._waiters) >= d.max_queue:
             raise TooManyRequests(
-                f"function {d.name!r} is at capacity ({d.max_replicas} replicas x "
-                f"{d.concurrency} concurrent, {d.max_queue} waiting); retry later"
+                f"function {d.name!r} is at capacity ({d.max_replicas} replicas, each "
+                f"running {d.concurrency} and holding {d.prefetch} queued; {d.max_queue} "
+                "waiting); retry later"
             )
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Replica] = loop.create_future()

@@ -140,18 +140,16 @@ class Replica(asyncio.Protocol):
             self._startup.exception()
         pending, self._pending = self._pending, {}
         self._call_ids.clear()
-        # The runtime starts calls in the order they were sent: all but the oldest
-        # ``concurrency`` never began, and may run on another replica.
+        # A call whose timeout is running may have started; the others were queued behind
+        # it and never began, so they may run on another replica.
         self._armed = 0
-        for n, c in enumerate(pending.values()):
-            fut = c.fut
+        for c in pending.values():
+            started = c.timer is not None
             if c.timer is not None:
                 c.timer.cancel()
-            if not fut.done():
-                fut.set_exception(
-                    exc
-                    if n < self.concurrency
-                    else NotStarted(f"replica {reason} before the call began")
+            if not c.fut.done():
+                c.fut.set_exception(
+                    exc if started else NotStarted(f"replica {reason} before the call began")
                 )
         self.inflight = 0
         if self._transport is not None:
