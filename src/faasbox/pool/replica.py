@@ -33,14 +33,16 @@ log = logging.getLogger("faasbox.replica")
 
 # (status, headers as [[name, value], ...], body)
 Response = tuple[int, list[list[str]], bytes]
-_ids = itertools.count(1)
 
 
 class _Call:
-    __slots__ = ("fut", "rid", "timeout", "timer")
+    __slots__ = ("call_id", "fut", "rid", "timeout", "timer")
 
-    def __init__(self, rid: int, fut: asyncio.Future[Response], timeout: float) -> None:
+    def __init__(
+        self, rid: int, call_id: str, fut: asyncio.Future[Response], timeout: float
+    ) -> None:
         self.rid = rid
+        self.call_id = call_id
         self.fut = fut
         self.timeout = timeout
         self.timer: asyncio.TimerHandle | None = None
@@ -83,7 +85,7 @@ class Replica(asyncio.Protocol):
         self._pending: dict[int, _Call] = {}
         # How many of them have their timeout running: the ones that can have started.
         self._armed = 0
-        self._call_ids: dict[int, str] = {}
+        self._ids = itertools.count(1)
         self._transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder(self._on_frame, max_body=max_response + 65536)
         self._startup: asyncio.Future[dict[str, Any]] | None = None
@@ -139,7 +141,6 @@ class Replica(asyncio.Protocol):
             # Nobody may be waiting yet; avoid "exception was never retrieved".
             self._startup.exception()
         pending, self._pending = self._pending, {}
-        self._call_ids.clear()
         # A call whose timeout is running may have started; the others were queued behind
         # it and never began, so they may run on another replica.
         self._armed = 0
@@ -177,18 +178,17 @@ class Replica(asyncio.Protocol):
     # -- invocations -------------------------------------------------------------
     def call(self, head: dict[str, Any], body: bytes, timeout: float) -> asyncio.Future[Response]:
         """Send one invocation; the future resolves with the response or an InvocationError."""
-        rid = next(_ids)
+        rid = next(self._ids)
         head["id"] = rid
         loop = self._loop
         self._write(encode(head, body))
         fut: asyncio.Future[Response] = loop.create_future()
-        c = self._pending[rid] = _Call(rid, fut, timeout)
+        c = self._pending[rid] = _Call(rid, head.get("cid", ""), fut, timeout)
         if self._armed < self.concurrency:
             # It starts now. A call queued behind others gets its timeout when it starts,
             # so time spent queued never counts against the function's timeout.
             c.timer = loop.call_later(timeout, self._on_timeout, rid, timeout)
             self._armed += 1
-        self._call_ids[rid] = head.get("cid", "")
         self.inflight += 1
         return fut
 
@@ -202,8 +202,8 @@ class Replica(asyncio.Protocol):
     def current_call_id(self) -> str:
         """The running call when only one can run (the oldest sent); for attributing
         output the runtime did not tag."""
-        if self.concurrency == 1 and self._call_ids:
-            return next(iter(self._call_ids.values()))
+        if self.concurrency == 1 and self._pending:
+            return next(iter(self._pending.values())).call_id
         return ""
 
     def _on_timeout(self, rid: int, timeout: float) -> None:
@@ -267,7 +267,6 @@ class Replica(asyncio.Protocol):
                 self._armed -= 1
                 if len(self._pending) > self._armed:
                     self._arm_next()
-            del self._call_ids[rid]  # type: ignore[arg-type]
             self.inflight -= 1
             self.last_used = time.monotonic()
             if not fut.done():
