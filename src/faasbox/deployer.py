@@ -227,6 +227,8 @@ class Deployer:
             ) from None
         build_log = "\n".join(lines)
         await self.store.finish_version(name, version, status="ready", build_log=build_log)
+        if await self.store.get_function(name) is None:
+            return build_log  # removed while it was building: nothing to serve
         pool = self.pools.get(name)
         if pool is None:
             pool = self.pools[name] = FunctionPool(d, self.factory)
