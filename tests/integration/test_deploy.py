@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import stat
+import time
 import zipfile
 
 import httpx
@@ -308,3 +309,13 @@ def test_build_log_traceback_shows_only_the_functions_own_frames(client: httpx.C
     detail = r.json()["error"]["detail"]
     assert 'File "handler.py", line 6' in detail and "RuntimeError: broken at import" in detail
     assert "bootstrap.py" not in detail and "importlib" not in detail
+
+
+def test_function_removed_while_building_never_serves(client: httpx.Client) -> None:
+    slow_import = "import time\ntime.sleep(1.5)\n\ndef handle(event, context):\n    return 'ghost'\n"
+    deploy(client, "dep-ghost", slow_import, wait=False, expect=202)
+    r = client.request("DELETE", "/system/functions", json={"functionName": "dep-ghost"})
+    assert r.status_code == 200
+    time.sleep(3)  # let the build that was running finish: nothing may come of it
+    assert client.get("/function/dep-ghost").status_code == 404
+    assert client.get("/system/function/dep-ghost").status_code == 404
