@@ -14,7 +14,10 @@ import typer
 def up(
     host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option(metavar="PORT", help="Port to listen on; 0 picks a free one.")
+        int,
+        typer.Option(
+            metavar="PORT", min=0, max=65535, help="Port to listen on; 0 picks a free one."
+        ),
     ] = 8080,
     data_dir: Annotated[
         Path,
@@ -50,6 +53,18 @@ def up(
         load_backend(backend)
     except FaasboxError as exc:
         typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        typer.echo(
+            f"error: cannot use data directory {data_dir}: {exc.strerror}; "
+            "pick a writable one with --data-dir",
+            err=True,
+        )
         raise typer.Exit(2) from None
     try:
         sock = bind(host, port)
