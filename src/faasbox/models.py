@@ -78,10 +78,17 @@ class FunctionSpec(BaseModel):
         return v
 
 
+# Names people carry over from stack files and other platforms.
+_ALIASES = {"env": "envVars", "environment": "envVars", "env_vars": "envVars", "name": "service"}
+
+
 def _describe(error: Any) -> str:
-    where = ".".join(str(p) for p in error["loc"]) or "body"
-    if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
-        close = difflib.get_close_matches(str(error["loc"][0]), FunctionSpec.model_fields, n=1)
+    loc = [str(p) for p in error["loc"]]
+    where = ".".join(loc) or "body"
+    if error["type"] == "extra_forbidden" and loc:
+        model = Limits if len(loc) == 2 and loc[0] in ("limits", "requests") else FunctionSpec
+        close = [_ALIASES[loc[-1]]] if len(loc) == 1 and loc[-1] in _ALIASES else []
+        close = close or difflib.get_close_matches(loc[-1], model.model_fields, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown field {where!r}{hint}"
     return f"{where}: {error['msg']}"

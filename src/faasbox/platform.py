@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import logging
 import platform as _platform
+import subprocess
 import sys
+from pathlib import Path
 
 from faasbox import __version__
 from faasbox.build.layers import LayerBuilder
@@ -20,6 +22,22 @@ from faasbox.sandbox.backends import load_backend
 from faasbox.sandbox.safety import SafeBackend
 
 log = logging.getLogger("faasbox")
+
+
+def _source_sha() -> str:
+    """The git commit faasbox runs from, when it runs from a checkout; else ""."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
 
 
 class Platform:
@@ -47,6 +65,7 @@ class Platform:
             default_max_replicas=settings.default_max_replicas,
             default_idle=settings.default_idle_seconds,
         )
+        self.sha = _source_sha()
         self.metrics = Metrics(lambda: {n: len(p.replicas) for n, p in self.deployer.pools.items()})
 
     async def start(self) -> None:
@@ -73,13 +92,13 @@ class Platform:
             "provider": {
                 "provider": "faasbox",
                 "orchestration": "embedded",
-                "version": {"release": __version__, "sha": ""},
+                "version": {"release": __version__, "sha": self.sha},
                 "sandbox": {
                     "backend": self.backend.name,
                     "capabilities": sorted(self.backend.capabilities),
                 },
             },
-            "version": {"release": __version__, "sha": ""},
+            "version": {"release": __version__, "sha": self.sha},
             "arch": _platform.machine(),
             "python": sys.version.split()[0],
         }

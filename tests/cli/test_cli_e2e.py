@@ -134,6 +134,9 @@ def test_redeploy_makes_a_new_version(tmp_path: Path, gateway_url: str) -> None:
     (tmp_path / name / "handler.py").write_text("def handle(event, context):\n    return 'two'\n")
     assert "ready: version 2" in ok(run("deploy", name, gateway=gateway_url, cwd=tmp_path)).stdout
     assert ok(run("invoke", name, gateway=gateway_url)).stdout == "two"
+    same = ok(run("deploy", name, gateway=gateway_url, cwd=tmp_path)).stdout
+    assert "unchanged: version 2" in same
+    assert f"--gateway {gateway_url} invoke {name}" in same
     ok(run("rm", name, gateway=gateway_url))
 
 

@@ -312,7 +312,9 @@ def test_build_log_traceback_shows_only_the_functions_own_frames(client: httpx.C
 
 
 def test_function_removed_while_building_never_serves(client: httpx.Client) -> None:
-    slow_import = "import time\ntime.sleep(1.5)\n\ndef handle(event, context):\n    return 'ghost'\n"
+    slow_import = (
+        "import time\ntime.sleep(1.5)\n\ndef handle(event, context):\n    return 'ghost'\n"
+    )
     deploy(client, "dep-ghost", slow_import, wait=False, expect=202)
     r = client.request("DELETE", "/system/functions", json={"functionName": "dep-ghost"})
     assert r.status_code == 200

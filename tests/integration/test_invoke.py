@@ -70,6 +70,9 @@ def test_first_call_is_cold_then_warm(client: httpx.Client) -> None:
     rec2 = client.get(f"/system/activations/{second.headers['x-call-id']}").json()
     assert rec2["coldStart"] is False
     assert rec2["replica"] == rec["replica"], "warm call must reuse the replica"
+    # Call ids differ where people look (the first characters), not only at the end.
+    assert first.headers["x-call-id"][:8] != second.headers["x-call-id"][:8]
+    assert len(first.headers["x-call-id"]) == 32
 
 
 def test_return_value_mapping(client: httpx.Client) -> None:

@@ -32,3 +32,16 @@ def test_spec_defaults_and_errors() -> None:
             parse_spec(bad)
     with pytest.raises(BadRequest):
         parse_spec(["not", "a", "dict"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "hint"),
+    [
+        ({"service": "fn", "environment": {}}, "did you mean 'envVars'"),
+        ({"service": "fn", "timout": "1s"}, "did you mean 'timeout'"),
+        ({"service": "fn", "limits": {"memroy": "1Gi"}}, "did you mean 'memory'"),
+    ],
+)
+def test_unknown_fields_suggest(spec: dict, hint: str) -> None:
+    with pytest.raises(BadRequest, match=hint):
+        parse_spec(spec)

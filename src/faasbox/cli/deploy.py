@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,11 +20,13 @@ from faasbox.cli.errors import CliError
 from faasbox.cli.render import print_error
 from faasbox.cli.state import get_state
 from faasbox.client import (
+    DEFAULT_GATEWAY,
     Client,
     ClientError,
     FunctionStatus,
     GatewayUnreachable,
     NotAGateway,
+    normalize_url,
 )
 
 if TYPE_CHECKING:
@@ -118,7 +121,11 @@ def _report(
         out.print(Text(log.rstrip("\n"), style="dim"), soft_wrap=True, highlight=False)
     version = deployed_version(status)
     state = status.get("status", "ready")
-    if state == "ready":
+    if status.get("unchanged"):
+        line = Text.assemble(
+            ("= ", "cyan"), (name, "bold"), f" unchanged: version {version} already has this code"
+        )
+    elif state == "ready":
         line = Text.assemble(
             ("✓ ", "green"), (name, "bold"), f" ready: version {version} ({took:.1f}s)"
         )
@@ -128,7 +135,9 @@ def _report(
         )
     out.print(line, highlight=False)
     out.print(f"  curl {base_url}/function/{name}", markup=False, highlight=False, soft_wrap=True)
-    out.print(f"  faasbox invoke {name}", markup=False, highlight=False)
+    url = normalize_url(base_url)
+    gateway = "" if url == DEFAULT_GATEWAY else f" --gateway {shlex.quote(url)}"
+    out.print(f"  faasbox{gateway} invoke {name}", markup=False, highlight=False)
 
 
 class _Upload:

@@ -122,7 +122,8 @@ class FunctionPool:
             return queued, False
         if len(self._waiters) >= d.max_queue:
             raise TooManyRequests(
-                f"function {d.name!r} is at capacity ({d.max_replicas} replicas, each "
+                f"function {d.name!r} is at capacity ({d.max_replicas} "
+                f"replica{'s' if d.max_replicas != 1 else ''}, each "
                 f"running {d.concurrency} and holding {d.prefetch} queued; {d.max_queue} "
                 "waiting); retry later"
             )
