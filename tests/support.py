@@ -41,6 +41,13 @@ class Server:
         self.url = ""
         self.output: list[str] = []
 
+    def _args(self) -> list[str]:
+        # FAASBOX_TEST_BACKEND runs the whole suite on another sandbox backend.
+        backend = os.environ.get("FAASBOX_TEST_BACKEND")
+        if backend and "--backend" not in self.extra:
+            return [*self.extra, "--backend", backend]
+        return list(self.extra)
+
     def start(self, timeout: float = 30.0) -> Server:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
@@ -56,7 +63,7 @@ class Server:
                 str(self.data_dir),
                 "--log-level",
                 "warning",
-                *self.extra,
+                *self._args(),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -26,7 +26,10 @@ def up(
         ),
     ] = Path(".faasbox"),
     backend: Annotated[
-        str, typer.Option(metavar="NAME", help="Sandbox backend (this release: process).")
+        str,
+        typer.Option(
+            metavar="NAME", help="Sandbox backend: process, or namespaces (needs bubblewrap)."
+        ),
     ] = "process",
     deploy: Annotated[
         list[Path] | None,

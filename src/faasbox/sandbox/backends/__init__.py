@@ -10,6 +10,7 @@ from faasbox.sandbox.api import SandboxBackend
 
 BACKENDS = {
     "process": "faasbox.sandbox.backends.process:ProcessBackend",
+    "namespaces": "faasbox.sandbox.backends.namespaces:NamespacesBackend",
 }
 
 

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from faasbox.sandbox.api import ExitStatus, Limits, OutputSink, SandboxSpec
@@ -32,9 +33,16 @@ def _rlimits(limits: Limits) -> Callable[[], None]:
 
 
 class _Pipes(asyncio.SubprocessProtocol):
-    def __init__(self, on_output: OutputSink, exited: asyncio.Future[ExitStatus]) -> None:
+    def __init__(
+        self,
+        on_output: OutputSink,
+        exited: asyncio.Future[ExitStatus],
+        signal_in_status: bool = False,
+    ) -> None:
         self._on_output = on_output
         self._exited = exited
+        # A wrapper (bwrap) reports its child's death by signal N as exit status 128 + N.
+        self._signal_in_status = signal_in_status
         self.transport: asyncio.SubprocessTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -49,6 +57,8 @@ class _Pipes(asyncio.SubprocessProtocol):
         if not self._exited.done():
             if rc is not None and rc < 0:
                 self._exited.set_result(ExitStatus(None, signal=-rc))
+            elif rc is not None and self._signal_in_status and rc > 128:
+                self._exited.set_result(ExitStatus(None, signal=rc - 128))
             else:
                 self._exited.set_result(ExitStatus(rc))
 
@@ -94,6 +104,13 @@ class ProcessSandbox:
 class ProcessBackend:
     name = "process"
     capabilities = frozenset({"rlimits", "process-group", "private-workdir", "scrubbed-env"})
+    # Set by backends that run the command under a wrapper reporting signals as 128 + N.
+    signal_in_status = False
+
+    def command(self, spec: SandboxSpec, tmp: Path) -> tuple[list[str], dict[str, str]]:
+        """The command line to start and the environment changes it needs; backends that
+        wrap the runtime (bwrap, runc) override this and nothing else."""
+        return list(spec.argv), {"TMPDIR": str(tmp), "HOME": str(spec.workdir)}
 
     async def create(self, spec: SandboxSpec, on_output: OutputSink) -> ProcessSandbox:
         loop = asyncio.get_running_loop()
@@ -101,10 +118,11 @@ class ProcessBackend:
         tmp = spec.workdir / "tmp"
         tmp.mkdir(exist_ok=True)
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv, extra_env = self.command(spec, tmp)
         env = dict(spec.env)
         env["FAASBOX_CHANNEL_FD"] = str(child_end.fileno())
-        env.setdefault("TMPDIR", str(tmp))
-        env.setdefault("HOME", str(spec.workdir))
+        for key, value in extra_env.items():
+            env.setdefault(key, value)
         exited: asyncio.Future[ExitStatus] = loop.create_future()
         kwargs: dict[str, Any] = {
             "stdin": asyncio.subprocess.DEVNULL,
@@ -118,7 +136,7 @@ class ProcessBackend:
         }
         try:
             transport, _ = await loop.subprocess_exec(
-                lambda: _Pipes(on_output, exited), *spec.argv, **kwargs
+                lambda: _Pipes(on_output, exited, self.signal_in_status), *argv, **kwargs
             )
         except BaseException:
             host_end.close()
