@@ -31,7 +31,3 @@ class Background:
     def cancel_all(self) -> None:
         for t in list(self._tasks):
             t.cancel()
-
-    async def wait(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -274,10 +274,6 @@ class Client:
     def info(self) -> dict[str, Any]:
         return cast(dict[str, Any], self._json("GET", "/system/info"))
 
-    def healthy(self) -> bool:
-        """True when ``/healthz`` answers 200; raises ``GatewayUnreachable`` if nothing listens."""
-        return self._request("GET", "/healthz").status_code == 200
-
     def deploy(
         self,
         spec: Mapping[str, Any],
