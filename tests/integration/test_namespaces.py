@@ -86,3 +86,36 @@ def test_replicas_are_isolated(tmp_path: Path) -> None:
     finally:
         listener.close()
         srv.stop()
+
+
+FORK_BOMB = """
+import os, time
+
+def handle(event, context):
+    started = 0
+    try:
+        while True:
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+            started += 1
+    except OSError as exc:
+        return {"started": started, "error": type(exc).__name__}
+"""
+
+
+def test_fork_bomb_is_contained(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", "--backend", "namespaces").start()
+    try:
+        with srv.client() as c:
+            deploy(c, "ns-neighbour", "def handle(event, context):\n    return 'fine'\n")
+            deploy(c, "ns-forkbomb", FORK_BOMB)
+            r = c.get("/function/ns-forkbomb")
+            assert r.status_code == 200, r.text
+            assert r.json()["started"] < 128, r.json()  # the pids limit stopped it
+            assert c.get("/function/ns-neighbour").text == "fine"
+            # Its leftover children die with the replica.
+            c.post("/system/scale-function/ns-forkbomb", json={"replicas": 0})
+            assert c.get("/function/ns-neighbour").text == "fine"
+    finally:
+        srv.stop()

@@ -209,3 +209,41 @@ def test_unknown_backend_suggests() -> None:
 
     with pytest.raises(BadRequest, match="did you mean 'process'"):
         load_backend("proces")
+
+
+async def test_process_count_limit(
+    backend: SafeBackend, tmp_path: Path, cleanup: list[SafeSandbox]
+) -> None:
+    if "cgroups" not in backend.capabilities:
+        pytest.skip(f"the {backend.name} backend declares no process limit (no cgroups)")
+    code = """
+    import os, time
+    children = []
+    try:
+        for _ in range(200):
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            children.append(pid)
+    except OSError:
+        raise SystemExit(44)
+    raise SystemExit(0)
+    """
+    box, _ = await _run(backend, tmp_path, cleanup, code, pids=32)
+    assert (await asyncio.wait_for(box.exited, 20)).returncode == 44
+
+
+async def test_out_of_memory_kill_is_reported(
+    backend: SafeBackend, tmp_path: Path, cleanup: list[SafeSandbox]
+) -> None:
+    if "cgroups" not in backend.capabilities:
+        pytest.skip(f"the {backend.name} backend limits address space, not memory use")
+    code = """
+    blocks = []
+    while True:
+        blocks.append(b"x" * (8 * 1024 * 1024))
+    """
+    box, _ = await _run(backend, tmp_path, cleanup, code, memory_bytes=64 * 1024 * 1024)
+    status = await asyncio.wait_for(box.exited, 20)
+    assert status.oom_killed, status

@@ -22,9 +22,10 @@ from typing import Any
 from faasbox.sandbox.api import ExitStatus, Limits, OutputSink, SandboxSpec
 
 
-def _rlimits(limits: Limits) -> Callable[[], None]:
+def _rlimits(limits: Limits, *, address_space: bool = True) -> Callable[[], None]:
     def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        if address_space:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -37,12 +38,11 @@ class _Pipes(asyncio.SubprocessProtocol):
         self,
         on_output: OutputSink,
         exited: asyncio.Future[ExitStatus],
-        signal_in_status: bool = False,
+        classify: Callable[[ExitStatus], ExitStatus],
     ) -> None:
         self._on_output = on_output
         self._exited = exited
-        # A wrapper (bwrap) reports its child's death by signal N as exit status 128 + N.
-        self._signal_in_status = signal_in_status
+        self._classify = classify
         self.transport: asyncio.SubprocessTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -55,12 +55,9 @@ class _Pipes(asyncio.SubprocessProtocol):
         assert self.transport is not None
         rc = self.transport.get_returncode()
         if not self._exited.done():
-            if rc is not None and rc < 0:
-                self._exited.set_result(ExitStatus(None, signal=-rc))
-            elif rc is not None and self._signal_in_status and rc > 128:
-                self._exited.set_result(ExitStatus(None, signal=rc - 128))
-            else:
-                self._exited.set_result(ExitStatus(rc))
+            died = rc is not None and rc < 0
+            status = ExitStatus(None, signal=-rc) if died and rc else ExitStatus(rc)
+            self._exited.set_result(self._classify(status))
 
 
 class ProcessSandbox:
@@ -70,8 +67,10 @@ class ProcessSandbox:
         channel: socket.socket,
         transport: asyncio.SubprocessTransport,
         exited: asyncio.Future[ExitStatus],
+        release: Callable[[], None],
     ) -> None:
         self._spec = spec
+        self._release = release
         self._channel = channel
         self._transport = transport
         self._exited = exited
@@ -99,18 +98,29 @@ class ProcessSandbox:
         self._transport.close()
         self._channel.close()
         await asyncio.to_thread(shutil.rmtree, self._spec.workdir, True)
+        await asyncio.to_thread(self._release)
 
 
 class ProcessBackend:
     name = "process"
     capabilities = frozenset({"rlimits", "process-group", "private-workdir", "scrubbed-env"})
-    # Set by backends that run the command under a wrapper reporting signals as 128 + N.
-    signal_in_status = False
 
     def command(self, spec: SandboxSpec, tmp: Path) -> tuple[list[str], dict[str, str]]:
         """The command line to start and the environment changes it needs; backends that
         wrap the runtime (bwrap, runc) override this and nothing else."""
         return list(spec.argv), {"TMPDIR": str(tmp), "HOME": str(spec.workdir)}
+
+    def preexec(self, spec: SandboxSpec) -> Callable[[], None]:
+        """Prepare the sandbox's resources (in the platform), and return what runs in the
+        child between fork and exec: here, only the rlimits."""
+        return _rlimits(spec.limits)
+
+    def classify(self, spec: SandboxSpec, status: ExitStatus) -> ExitStatus:
+        """Refine how the sandbox ended (a wrapper's exit code, an OOM kill)."""
+        return status
+
+    def release(self, spec: SandboxSpec) -> None:
+        """Free what the sandbox held beyond its processes (runs after they are gone)."""
 
     async def create(self, spec: SandboxSpec, on_output: OutputSink) -> ProcessSandbox:
         loop = asyncio.get_running_loop()
@@ -132,16 +142,19 @@ class ProcessBackend:
             "env": env,
             "pass_fds": (child_end.fileno(),),
             "start_new_session": True,
-            "preexec_fn": _rlimits(spec.limits),
+            "preexec_fn": self.preexec(spec),
         }
         try:
             transport, _ = await loop.subprocess_exec(
-                lambda: _Pipes(on_output, exited, self.signal_in_status), *argv, **kwargs
+                lambda: _Pipes(on_output, exited, lambda st: self.classify(spec, st)),
+                *argv,
+                **kwargs,
             )
         except BaseException:
             host_end.close()
+            self.release(spec)
             raise
         finally:
             child_end.close()
         host_end.setblocking(False)
-        return ProcessSandbox(spec, host_end, transport, exited)
+        return ProcessSandbox(spec, host_end, transport, exited, lambda: self.release(spec))
