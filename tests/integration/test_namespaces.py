@@ -34,6 +34,7 @@ def handle(event, context):
         "logs": os.path.exists(os.path.join(event.query["data"], "logs")),
         "other_code": sorted(os.listdir(os.path.join(event.query["data"], "code"))),
         "home": os.path.exists("/home"),
+        "host_packages": os.path.exists(os.path.join(os.path.dirname(os.__file__), "site-packages", "pip")),
         "tmp_writable": False,
         "code_writable": True,
     }
@@ -77,6 +78,8 @@ def test_replicas_are_isolated(tmp_path: Path) -> None:
             assert facts["hostname"] == "faasbox"
             assert len(facts["pids"]) <= 3, facts["pids"]  # its own PID namespace
             assert facts["etc_shadow"] is False and facts["home"] is False
+            # Of the interpreter's installation only what runs it; not its site-packages.
+            assert facts["host_packages"] is False
             assert facts["database"] is False and facts["logs"] is False
             # Of all the code the platform holds, only the function's own directory.
             assert facts["other_code"] == [Path(facts_code_dir(c)).name]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -163,10 +163,14 @@ class NamespacesBackend(ProcessBackend):
             "--chdir",
             "/tmp",
         ]
-        readable = [*SYSTEM_DIRS, sys.base_prefix, *(str(p) for p in spec.read_only)]
+        readable = [*SYSTEM_DIRS, *_interpreter_files(argv[0]), *(str(p) for p in spec.read_only)]
         for path in dict.fromkeys(readable):
             if os.path.exists(path):
                 cmd += ["--ro-bind", path, path]
+        # The interpreter's own site-packages holds the host's installed packages: hidden.
+        site = Path(sysconfig.get_paths()["stdlib"]) / "site-packages"
+        if site.is_dir():
+            cmd += ["--tmpfs", str(site), "--remount-ro", str(site)]
         return [*cmd, "--", *argv], {"TMPDIR": "/tmp", "HOME": "/tmp"}
 
 
@@ -203,3 +207,14 @@ def _remove_stale(root: Path) -> None:
                         child.rmdir()
             with contextlib.suppress(OSError):
                 group.rmdir()
+
+
+def _interpreter_files(executable: str) -> list[str]:
+    """The interpreter binary, its shared library and its standard library: no more of its
+    installation (which may live in a home directory)."""
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    ldlibrary = sysconfig.get_config_var("LDLIBRARY") or ""
+    files = [executable, sysconfig.get_paths()["stdlib"]]
+    if libdir and ldlibrary:
+        files += [str(p) for p in Path(libdir).glob(ldlibrary + "*")]
+    return files
