@@ -28,6 +28,7 @@ LABEL_MAX = "com.openfaas.scale.max"
 LABEL_IDLE = "com.openfaas.scale.zero-duration"
 LABEL_QUEUE = "faasbox.queue.max"
 LABEL_PREFETCH = "faasbox.prefetch"
+LABEL_NETWORK = "faasbox.network"
 # Calls a busy replica may hold queued at max replicas (see Replica.capacity); measured in
 # bench/warm.py: 0 → 1 → 3 raises warm throughput at saturation by ~1.7x on 2 cores.
 DEFAULT_PREFETCH = 3
@@ -44,6 +45,13 @@ def _int_label(labels: dict[str, str], key: str, default: int, lo: int, hi: int)
     if not lo <= value <= hi:
         raise BadRequest(f"label {key}={value} must be between {lo} and {hi}")
     return value
+
+
+def _network_label(labels: dict[str, str]) -> bool:
+    value = labels.get(LABEL_NETWORK, "none")
+    if value not in ("none", "egress"):
+        raise BadRequest(f"label {LABEL_NETWORK}={value!r} must be 'none' or 'egress'")
+    return value == "egress"
 
 
 class Deployer:
@@ -110,6 +118,7 @@ class Deployer:
             idle_timeout=idle,
             max_queue=_int_label(labels, LABEL_QUEUE, 100, 0, 100_000),
             prefetch=_int_label(labels, LABEL_PREFETCH, DEFAULT_PREFETCH, 0, 16),
+            egress=_network_label(labels),
             max_response=self.max_response,
             max_request=self.max_request,
         )

@@ -21,6 +21,7 @@ class Deployment:
     cpu: float | None = None
     concurrency: int = 1
     prefetch: int = 3
+    egress: bool = False
     min_replicas: int = 0
     max_replicas: int = 5
     idle_timeout: float = 300.0

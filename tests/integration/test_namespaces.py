@@ -86,6 +86,15 @@ def test_replicas_are_isolated(tmp_path: Path) -> None:
             assert facts["tmp_writable"] is True and facts["code_writable"] is False
             assert facts["host_loopback"] is False, "no network route to the host"
             assert c.get("/system/function/ns-probe").json()["backend"] == "namespaces"
+            # Egress is opt-in, per function.
+            deploy(c, "ns-egress", PROBE, labels={"faasbox.network": "egress"})
+            r = c.get(
+                "/function/ns-egress",
+                params={"port": listener.getsockname()[1], "data": str(srv.data_dir.resolve())},
+            )
+            assert r.json()["host_loopback"] is True, r.text
+            bad = deploy(c, "ns-badnet", PROBE, labels={"faasbox.network": "all"}, expect=400)
+            assert "faasbox.network" in bad.json()["error"]["message"]
     finally:
         listener.close()
         srv.stop()

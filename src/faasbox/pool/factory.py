@@ -75,6 +75,7 @@ class ReplicaFactory:
             workdir=self.work_root / rid,
             read_only=[d.code_dir, *d.layers, BOOTSTRAP.parent],
             limits=Limits(memory_bytes=d.memory_bytes, cpu=d.cpu),
+            egress=d.egress,
         )
         sandbox = await self.backend.create(
             spec, self.logs.open_stream(d.name, rid, replica.current_call_id)

@@ -43,6 +43,8 @@ class SandboxSpec:
     workdir: Path
     # Directories the runtime must read (code, dependency layers, the runtime itself).
     read_only: list[Path] = field(default_factory=list)
+    # Network beyond the sandbox's own loopback (backends that isolate the network).
+    egress: bool = False
     limits: Limits = field(default_factory=Limits)
 
 

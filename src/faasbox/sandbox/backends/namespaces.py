@@ -34,6 +34,8 @@ NOBODY = "65534"
 TMP_BYTES = 64 * 1024 * 1024
 # What an interpreter and the libraries it loads need from the host, read-only.
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin")
+# Name resolution and TLS roots, for functions allowed out (label faasbox.network=egress).
+EGRESS_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl")
 
 
 def find_bwrap() -> str | None:
@@ -141,6 +143,7 @@ class NamespacesBackend(ProcessBackend):
         cmd = [
             self.bwrap,
             "--unshare-all",
+            *(["--share-net"] if spec.egress else []),
             "--unshare-user",
             "--uid",
             NOBODY,
@@ -164,6 +167,8 @@ class NamespacesBackend(ProcessBackend):
             "/tmp",
         ]
         readable = [*SYSTEM_DIRS, *_interpreter_files(argv[0]), *(str(p) for p in spec.read_only)]
+        if spec.egress:
+            readable += EGRESS_FILES
         for path in dict.fromkeys(readable):
             if os.path.exists(path):
                 cmd += ["--ro-bind", path, path]
