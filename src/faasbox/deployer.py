@@ -11,14 +11,14 @@ from typing import Any
 
 from faasbox.background import Background
 from faasbox.build.bundle import unpack
-from faasbox.build.layers import COMPLETE, LayerBuilder, layer_key, requirement_lines
+from faasbox.build.layers import LayerBuilder
 from faasbox.deployment import Deployment
 from faasbox.errors import BadRequest, BuildFailed, FaasboxError, FunctionNotFound
 from faasbox.models import FunctionSpec
 from faasbox.observability.logs import LogHub
 from faasbox.pool.factory import ReplicaFactory
 from faasbox.pool.pool import FunctionPool
-from faasbox.registry.api import FunctionRecord, FunctionStore, VersionRecord
+from faasbox.registry.api import FunctionRecord, FunctionStore
 from faasbox.units import parse_cpu, parse_duration, parse_memory
 
 log = logging.getLogger("faasbox.deployer")
@@ -45,6 +45,11 @@ def _int_label(labels: dict[str, str], key: str, default: int, lo: int, hi: int)
     if not lo <= value <= hi:
         raise BadRequest(f"label {key}={value} must be between {lo} and {hi}")
     return value
+
+
+def _requirements(code_dir: Path) -> str:
+    req = code_dir / "requirements.txt"
+    return req.read_text(errors="replace") if req.exists() else ""
 
 
 def _network_label(labels: dict[str, str]) -> bool:
@@ -82,7 +87,6 @@ class Deployer:
         self.default_max_replicas = default_max_replicas
         self.default_idle = default_idle
         self.pools: dict[str, FunctionPool] = {}
-        self.invocations: dict[str, int] = {}
         self._builds: set[asyncio.Future[str]] = set()
         self._background = Background()
 
@@ -123,16 +127,6 @@ class Deployer:
             max_request=self.max_request,
         )
 
-    def _layer_for(self, v: VersionRecord, code_dir: Path) -> Path | None:
-        req = code_dir / "requirements.txt"
-        text = req.read_text() if req.exists() else ""
-        if not requirement_lines(text):
-            return None
-        layer = self.layers.root / layer_key(text)
-        if not (layer / COMPLETE).exists():
-            raise BuildFailed(f"dependency layer of {v.function} v{v.version} is missing")
-        return layer
-
     # -- start-up --------------------------------------------------------------------------
     async def restore(self) -> None:
         """Bring back every function that had a ready version before a restart."""
@@ -153,7 +147,9 @@ class Deployer:
             try:
                 spec = FunctionSpec.model_validate(v.spec)
                 code_dir = self.code_root / v.bundle_sha
-                d = self.resolve(spec, v.version, code_dir, self._layer_for(v, code_dir))
+                d = self.resolve(
+                    spec, v.version, code_dir, self.layers.built(_requirements(code_dir))
+                )
             except FaasboxError as exc:
                 log.error("cannot restore function=%s: %s", rec.name, exc.message)
                 continue
@@ -216,9 +212,7 @@ class Deployer:
 
         try:
             progress(f"code: bundle {code_dir.name[:12]} unpacked")
-            req = code_dir / "requirements.txt"
-            requirements = req.read_text(errors="replace") if req.exists() else ""
-            layer = await self.layers.ensure(requirements, progress)
+            layer = await self.layers.ensure(_requirements(code_dir), progress)
             if layer is None:
                 progress("dependencies: none (requirements.txt empty or missing)")
             d = self.resolve(spec, version, code_dir, layer)
@@ -274,7 +268,6 @@ class Deployer:
         pool = self.pools.pop(name, None)
         if pool is not None:
             await pool.close()
-        self.invocations.pop(name, None)
         self.logs.forget(name)
 
     async def scale(self, name: str, replicas: int) -> None:

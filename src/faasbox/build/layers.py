@@ -50,6 +50,16 @@ class LayerBuilder:
         self._locks: dict[str, asyncio.Lock] = {}
         root.mkdir(parents=True, exist_ok=True)
 
+    def built(self, requirements: str) -> Path | None:
+        """The finished layer for ``requirements``, or None when there is nothing to
+        install; ``BuildFailed`` when it should exist and does not (data dir tampered)."""
+        if not requirement_lines(requirements):
+            return None
+        layer = self.root / layer_key(requirements)
+        if not (layer / COMPLETE).exists():
+            raise BuildFailed(f"dependency layer {layer.name[:12]} is missing; deploy again")
+        return layer
+
     async def ensure(self, requirements: str, progress: Callable[[str], None]) -> Path | None:
         """Return the layer for ``requirements`` (None when there is nothing to install),
         building it if needed. Concurrent builds of the same layer wait for the first."""

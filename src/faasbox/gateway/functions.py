@@ -54,7 +54,7 @@ def status_json(p: Platform, rec: FunctionRecord, *, detail: bool = False) -> di
         "availableReplicas": pool.available if pool else 0,
         "inflight": pool.inflight if pool else 0,
         "waiting": pool.waiting if pool else 0,
-        "invocationCount": p.deployer.invocations.get(rec.name, 0),
+        "invocationCount": p.metrics.invocations(rec.name),
         "envVars": spec.get("envVars", {}),
         "labels": spec.get("labels", {}),
         "annotations": spec.get("annotations", {}),

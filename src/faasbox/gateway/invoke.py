@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from faasbox.errors import FaasboxError, FunctionNotFound, FunctionNotReady, PayloadTooLarge
 from faasbox.gateway.errors import error_json
@@ -66,11 +66,10 @@ class InvokeHandler:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self.pools = platform.deployer.pools
-        self.invocations = platform.deployer.invocations
         self.activations = platform.activations
         self.metrics = platform.metrics
         self.max_request = platform.settings.max_request_bytes
-        # Call ids: a random prefix per start plus a counter; unique without a syscall per call.
+        # Call ids: a scrambled counter plus a random suffix per start; no syscall per call.
         self._id_prefix = os.urandom(8).hex()
         self._ids = itertools.count(1)
 
@@ -89,8 +88,7 @@ class InvokeHandler:
         error = ""
         try:
             if pool is None:
-                await self._missing(name, receive, scope)
-                raise AssertionError("unreachable")
+                await self._missing(name)
             deployment = pool.deployment
             body = await read_body(receive, scope, min(deployment.max_request, self.max_request))
             headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
@@ -131,7 +129,6 @@ class InvokeHandler:
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": rbody})
         if pool is not None:
-            self.invocations[name] = self.invocations.get(name, 0) + 1
             self.metrics.observe(name, status, duration, cold_ms)
             self.activations.add(
                 (
@@ -148,7 +145,7 @@ class InvokeHandler:
                 )
             )
 
-    async def _missing(self, name: str, receive: Any, scope: Scope) -> None:
+    async def _missing(self, name: str) -> NoReturn:
         rec = await self.platform.store.get_function(name)
         if rec is None:
             raise FunctionNotFound(name)

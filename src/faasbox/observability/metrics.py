@@ -89,6 +89,10 @@ class Metrics(Collector):
             st.cold += 1
             st.cold_seconds.observe(cold_ms / 1000)
 
+    def invocations(self, function: str) -> int:
+        st = self._stats.get(function)
+        return sum(st.codes.values()) if st else 0
+
     def forget(self, function: str) -> None:
         self._stats.pop(function, None)
 
