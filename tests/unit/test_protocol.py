@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from faasbox.runtime.protocol import FrameDecoder, ProtocolError, encode
+from faasbox.runtime.protocol import FrameDecoder, FrameTooLarge, ProtocolError, encode
 
 
 def test_frames_split_anywhere_decode_in_order() -> None:
@@ -18,7 +18,7 @@ def test_frames_split_anywhere_decode_in_order() -> None:
 def test_oversized_body_is_refused_before_buffering() -> None:
     dec = FrameDecoder(lambda h, b: None, max_body=10)
     frame = encode({"t": "res"}, b"x" * 11)
-    with pytest.raises(ProtocolError, match="exceeds"):
+    with pytest.raises(FrameTooLarge, match="exceeds"):
         dec.feed(frame[:12])  # the length prefix alone is enough
 
 

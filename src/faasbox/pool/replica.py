@@ -24,7 +24,13 @@ from faasbox.errors import (
     ReplicaFailed,
     ResponseTooLarge,
 )
-from faasbox.runtime.protocol import PROTOCOL_VERSION, FrameDecoder, ProtocolError, encode
+from faasbox.runtime.protocol import (
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    FrameTooLarge,
+    ProtocolError,
+    encode,
+)
 from faasbox.sandbox.api import ExitStatus
 from faasbox.sandbox.safety import SafeSandbox
 from faasbox.units import format_bytes
@@ -229,10 +235,9 @@ class Replica(asyncio.Protocol):
         try:
             self._decoder.feed(data)
         except ProtocolError as exc:
-            limit_hit = "exceeds" in str(exc)
             err: FaasboxError = (
                 ResponseTooLarge(f"response too large: {exc}")
-                if limit_hit
+                if isinstance(exc, FrameTooLarge)
                 else ReplicaFailed(f"runtime protocol violation: {exc}")
             )
             self._die("protocol violation", err)

@@ -25,6 +25,10 @@ class ProtocolError(Exception):
     """The runtime sent something that is not a valid frame."""
 
 
+class FrameTooLarge(ProtocolError):
+    """A frame's body is larger than the decoder accepts (a response over the limit)."""
+
+
 def encode(head: dict[str, Any], body: bytes = b"") -> bytes:
     h = orjson.dumps(head)
     return HEAD.pack(len(h), len(body)) + h + body
@@ -53,7 +57,7 @@ class FrameDecoder:
             if hlen > MAX_HEADER:
                 raise ProtocolError(f"frame header of {hlen} bytes")
             if blen > self._max_body:
-                raise ProtocolError(f"frame body of {blen} bytes exceeds {self._max_body}")
+                raise FrameTooLarge(f"frame body of {blen} bytes exceeds {self._max_body}")
             end = 8 + hlen + blen
             if len(buf) < end:
                 return
