@@ -46,6 +46,12 @@ class SandboxSpec:
     # Network beyond the sandbox's own loopback (backends that isolate the network).
     egress: bool = False
     limits: Limits = field(default_factory=Limits)
+    # Secret name -> host file holding its value; sandboxing backends mount each read-only
+    # at SECRETS_DIR/<name> (the process backend cannot: it only names the host files).
+    secrets: dict[str, Path] = field(default_factory=dict)
+
+
+SECRETS_DIR = "/var/openfaas/secrets"
 
 
 @dataclass(frozen=True)
