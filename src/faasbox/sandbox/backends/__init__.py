@@ -11,6 +11,7 @@ from faasbox.sandbox.api import SandboxBackend
 BACKENDS = {
     "process": "faasbox.sandbox.backends.process:ProcessBackend",
     "namespaces": "faasbox.sandbox.backends.namespaces:NamespacesBackend",
+    "oci": "faasbox.sandbox.backends.oci:OciBackend",
 }
 
 

@@ -136,7 +136,9 @@ class NamespacesBackend(ProcessBackend):
                 except OSError:
                     time.sleep(0.02)
 
-    def command(self, spec: SandboxSpec, tmp: Path) -> tuple[list[str], dict[str, str]]:
+    def command(
+        self, spec: SandboxSpec, tmp: Path, fds: list[int]
+    ) -> tuple[list[str], dict[str, str]]:
         # The interpreter by its real path: a venv's python is a symlink into a directory
         # the sandbox does not see.
         argv = [os.path.realpath(spec.argv[0]), *spec.argv[1:]]

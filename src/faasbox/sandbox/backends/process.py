@@ -33,6 +33,14 @@ def _rlimits(limits: Limits, *, address_space: bool = True) -> Callable[[], None
     return apply
 
 
+def _moving(fd: int, target: int, then: Callable[[], None]) -> Callable[[], None]:
+    def apply() -> None:  # in the child: runs before the unlisted descriptors are closed
+        os.dup2(fd, target)
+        then()
+
+    return apply
+
+
 class _Pipes(asyncio.SubprocessProtocol):
     def __init__(
         self,
@@ -105,9 +113,21 @@ class ProcessBackend:
     name = "process"
     capabilities = frozenset({"rlimits", "process-group", "private-workdir", "scrubbed-env"})
 
-    def command(self, spec: SandboxSpec, tmp: Path) -> tuple[list[str], dict[str, str]]:
+    # Where the child finds its end of the channel: None keeps whatever number the
+    # platform's socket has; a wrapper that only passes fixed numbers (runc passes 3, 4,
+    # ...) sets one, and the child end is moved there between fork and exec.
+    channel_fd: int | None = None
+
+    def spawn_fds(self, spec: SandboxSpec) -> list[int]:
+        """Further descriptors to pass to the child (opened here, closed by ``create``
+        once the child holds them), e.g. a seccomp program for bwrap to read."""
+        return []
+
+    def command(
+        self, spec: SandboxSpec, tmp: Path, fds: list[int]
+    ) -> tuple[list[str], dict[str, str]]:
         """The command line to start and the environment changes it needs; backends that
-        wrap the runtime (bwrap, runc) override this and nothing else."""
+        wrap the runtime (bwrap, runc) override this. ``fds`` are ``spawn_fds``'s."""
         return list(spec.argv), {"TMPDIR": str(tmp), "HOME": str(spec.workdir)}
 
     def preexec(self, spec: SandboxSpec) -> Callable[[], None]:
@@ -128,11 +148,23 @@ class ProcessBackend:
         tmp = spec.workdir / "tmp"
         tmp.mkdir(exist_ok=True)
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv, extra_env = self.command(spec, tmp)
+        try:
+            fds = self.spawn_fds(spec)
+        except BaseException:
+            host_end.close()
+            child_end.close()
+            raise
+        channel_fd = child_end.fileno() if self.channel_fd is None else self.channel_fd
+        if channel_fd in fds:
+            raise RuntimeError(f"descriptor {channel_fd} is reserved for the channel")
+        argv, extra_env = self.command(spec, tmp, fds)
         env = dict(spec.env)
-        env["FAASBOX_CHANNEL_FD"] = str(child_end.fileno())
+        env["FAASBOX_CHANNEL_FD"] = str(channel_fd)
         for key, value in extra_env.items():
             env.setdefault(key, value)
+        prepare = self.preexec(spec)
+        if channel_fd != child_end.fileno():
+            prepare = _moving(child_end.fileno(), channel_fd, prepare)
         exited: asyncio.Future[ExitStatus] = loop.create_future()
         kwargs: dict[str, Any] = {
             "stdin": asyncio.subprocess.DEVNULL,
@@ -140,9 +172,11 @@ class ProcessBackend:
             "stderr": asyncio.subprocess.PIPE,
             "cwd": str(spec.workdir),
             "env": env,
-            "pass_fds": (child_end.fileno(),),
+            # The target number is kept open too: the child moves the channel there before
+            # the other descriptors are closed.
+            "pass_fds": tuple(sorted({child_end.fileno(), channel_fd, *fds})),
             "start_new_session": True,
-            "preexec_fn": self.preexec(spec),
+            "preexec_fn": prepare,
         }
         try:
             transport, _ = await loop.subprocess_exec(
@@ -156,5 +190,7 @@ class ProcessBackend:
             raise
         finally:
             child_end.close()
+            for fd in fds:
+                os.close(fd)
         host_end.setblocking(False)
         return ProcessSandbox(spec, host_end, transport, exited, lambda: self.release(spec))
