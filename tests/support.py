@@ -34,9 +34,10 @@ def wait_for(cond: Callable[[], Any], timeout: float = 20.0, interval: float = 0
 class Server:
     """`faasbox up --port 0` in a subprocess; ``url`` once it prints its listening line."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.extra = extra
+        self.env = env
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.output: list[str] = []
@@ -49,7 +50,7 @@ class Server:
         return list(self.extra)
 
     def start(self, timeout: float = 30.0) -> Server:
-        env = dict(os.environ)
+        env = dict(os.environ if self.env is None else self.env)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
             [

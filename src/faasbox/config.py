@@ -11,7 +11,9 @@ MiB = 1024 * 1024
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path(".faasbox")
+    # A backend name, resolved (``auto`` -> namespaces or process) by ``choose_backend``.
     backend: str = "process"
+    backend_reason: str = "chosen with --backend"
     max_request_bytes: int = 6 * MiB
     max_response_bytes: int = 6 * MiB
     default_timeout: float = 30.0

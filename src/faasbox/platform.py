@@ -95,6 +95,7 @@ class Platform:
                 "version": {"release": __version__, "sha": self.sha},
                 "sandbox": {
                     "backend": self.backend.name,
+                    "reason": self.settings.backend_reason,
                     "capabilities": sorted(self.backend.capabilities),
                 },
             },

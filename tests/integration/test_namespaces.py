@@ -19,7 +19,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 PROBE = """
-import os, socket
+import ctypes, os, socket
+
+def _refused(call, *args):
+    libc = ctypes.CDLL(None, use_errno=True)
+    return getattr(libc, call)(*args) == -1 and ctypes.get_errno() == 1  # EPERM
+
 
 def handle(event, context):
     if event.path == "/whereami":
@@ -37,6 +42,14 @@ def handle(event, context):
         "host_packages": os.path.exists(os.path.join(os.path.dirname(os.__file__), "site-packages", "pip")),
         "tmp_writable": False,
         "code_writable": True,
+        "status": dict(
+            line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines()
+            if line.startswith(("Seccomp", "NoNewPrivs", "CapEff"))
+        ),
+        # What the seccomp filter refuses, although the sandbox's user namespace would
+        # allow it: a new user namespace, by unshare and by clone's flags.
+        "unshare_refused": _refused("unshare", 0x10000000),
+        "mount_refused": _refused("mount", b"none", b"/tmp", b"tmpfs", 0, None),
     }
     with open("/tmp/x", "w") as f:
         f.write("ok")
@@ -85,6 +98,13 @@ def test_replicas_are_isolated(tmp_path: Path) -> None:
             assert facts["other_code"] == [Path(facts_code_dir(c)).name]
             assert facts["tmp_writable"] is True and facts["code_writable"] is False
             assert facts["host_loopback"] is False, "no network route to the host"
+            assert facts["status"] == {
+                "Seccomp": "2",  # filter mode
+                "NoNewPrivs": "1",
+                "CapEff": "0000000000000000",
+                "Seccomp_filters": "1",
+            }, facts["status"]
+            assert facts["unshare_refused"] and facts["mount_refused"]
             assert c.get("/system/function/ns-probe").json()["backend"] == "namespaces"
             # Egress is opt-in, per function.
             deploy(c, "ns-egress", PROBE, labels={"faasbox.network": "egress"})

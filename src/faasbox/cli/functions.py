@@ -101,7 +101,10 @@ def describe_panel(fn: FunctionStatus) -> Group:
         ("cpu", fmt_value(limits.get("cpu"))),
     ]
     if "backend" in fn:
-        rows.append(("backend", fmt_value(fn.get("backend"))))
+        backend = fmt_value(fn.get("backend"))
+        if fn.get("backendReason"):
+            backend += f" ({fn['backendReason']})"
+        rows.append(("backend", backend))
     rows += [
         ("created", fmt_time(fn.get("createdAt"))),
         ("labels", fmt_value(fn.get("labels"))),

@@ -28,9 +28,11 @@ def up(
     backend: Annotated[
         str,
         typer.Option(
-            metavar="NAME", help="Sandbox backend: process, or namespaces (needs bubblewrap)."
+            metavar="NAME",
+            help="Sandbox backend: auto (namespaces where the machine allows, else process), "
+            "namespaces (bubblewrap + cgroups), oci (runc), or process (no isolation).",
         ),
-    ] = "process",
+    ] = "auto",
     deploy: Annotated[
         list[Path] | None,
         typer.Option(
@@ -49,14 +51,22 @@ def up(
     # command would pay for it at start-up.
     from faasbox.config import Settings
     from faasbox.errors import FaasboxError
-    from faasbox.sandbox.backends import load_backend
+    from faasbox.sandbox.backends import choose_backend
     from faasbox.server import bind, run
 
     try:
-        load_backend(backend)
+        choice = choose_backend(backend)
     except FaasboxError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
+    print(f"sandbox backend: {choice.name} ({choice.reason})", flush=True)
+    if choice.name == "process":
+        print(
+            "warning: the process backend does not isolate functions from each other or "
+            "from this machine; use it for development only",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         probe = data_dir / ".write-test"
@@ -74,7 +84,7 @@ def up(
     except OSError as exc:
         typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
         raise typer.Exit(2) from None
-    settings = Settings(data_dir=data_dir, backend=backend)
+    settings = Settings(data_dir=data_dir, backend=choice.name, backend_reason=choice.reason)
 
     async def ready(url: str) -> None:
         print(f"faasbox listening on {url}", flush=True)

@@ -66,6 +66,7 @@ def status_json(p: Platform, rec: FunctionRecord, *, detail: bool = False) -> di
         "secrets": spec.get("secrets", []),
         "createdAt": datetime.fromtimestamp(rec.created_at, UTC).isoformat().replace("+00:00", "Z"),
         "backend": p.backend.name,
+        "backendReason": p.settings.backend_reason,
     }
     if detail:
         out["buildLog"] = rec.latest.build_log

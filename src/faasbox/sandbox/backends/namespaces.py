@@ -23,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faasbox.errors import BadRequest
-from faasbox.sandbox.api import ExitStatus, SandboxSpec
+from faasbox.sandbox import seccomp
+from faasbox.sandbox.api import SECRETS_DIR, ExitStatus, SandboxSpec
 from faasbox.sandbox.backends.process import ProcessBackend, _rlimits
 
 CGROUP_V1 = Path("/sys/fs/cgroup")
@@ -53,6 +54,8 @@ class NamespacesBackend(ProcessBackend):
             "rlimits",
             "private-tmp",
             "cgroups",
+            "seccomp",
+            "no-new-privs",
         }
     )
 
@@ -136,6 +139,9 @@ class NamespacesBackend(ProcessBackend):
                 except OSError:
                     time.sleep(0.02)
 
+    def spawn_fds(self, spec: SandboxSpec) -> list[int]:
+        return [seccomp.program_fd()]
+
     def command(
         self, spec: SandboxSpec, tmp: Path, fds: list[int]
     ) -> tuple[list[str], dict[str, str]]:
@@ -153,6 +159,9 @@ class NamespacesBackend(ProcessBackend):
             NOBODY,
             "--cap-drop",
             "ALL",
+            # bwrap sets no_new_privs and loads the filter last, just before the runtime.
+            "--seccomp",
+            str(fds[0]),
             "--die-with-parent",
             "--new-session",
             "--hostname",
@@ -174,6 +183,8 @@ class NamespacesBackend(ProcessBackend):
         for path in dict.fromkeys(readable):
             if os.path.exists(path):
                 cmd += ["--ro-bind", path, path]
+        for name, path in sorted(spec.secrets.items()):
+            cmd += ["--ro-bind", str(path), f"{SECRETS_DIR}/{name}"]
         # The interpreter's own site-packages holds the host's installed packages: hidden.
         site = Path(sysconfig.get_paths()["stdlib"]) / "site-packages"
         if site.is_dir():
