@@ -88,6 +88,7 @@ class FunctionStatus(TypedDict, total=False):
     concurrency: int
     createdAt: str | float
     backend: str
+    backendReason: str
     buildLog: str
 
 

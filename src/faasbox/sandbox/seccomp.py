@@ -52,7 +52,7 @@ CLONE_NAMESPACE_FLAGS = (
 def bpf_program() -> bytes:
     """The filter compiled to classic BPF for this machine's architecture (libseccomp via
     pyseccomp), cached: every sandbox gets the same bytes."""
-    import pyseccomp as seccomp
+    import pyseccomp as seccomp  # type: ignore[import-untyped]
 
     f = seccomp.SyscallFilter(seccomp.ALLOW)
     for name in DENIED_SYSCALLS:

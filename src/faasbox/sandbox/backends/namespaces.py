@@ -183,8 +183,8 @@ class NamespacesBackend(ProcessBackend):
         for path in dict.fromkeys(readable):
             if os.path.exists(path):
                 cmd += ["--ro-bind", path, path]
-        for name, path in sorted(spec.secrets.items()):
-            cmd += ["--ro-bind", str(path), f"{SECRETS_DIR}/{name}"]
+        for name, secret in sorted(spec.secrets.items()):
+            cmd += ["--ro-bind", str(secret), f"{SECRETS_DIR}/{name}"]
         # The interpreter's own site-packages holds the host's installed packages: hidden.
         site = Path(sysconfig.get_paths()["stdlib"]) / "site-packages"
         if site.is_dir():
