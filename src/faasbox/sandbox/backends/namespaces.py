@@ -1,35 +1,29 @@
 """The ``namespaces`` backend: each replica in its own Linux namespaces, via bubblewrap.
 
-First cut (issue 3 goes further): new PID, mount, IPC, UTS, network, cgroup and user
-namespaces; an unprivileged uid/gid with every capability dropped; a root that holds only
-the Python installation, the shared libraries, and the directories the spec names
-(function code, dependency layers, the runtime), all read-only; a private size-limited
-tmpfs at ``/tmp`` as working directory; a minimal ``/dev`` and its own ``/proc``; loopback
-only, no route to the host. The process backend's rlimits still apply (they are set on
-bwrap and inherited), except the address-space limit: memory is a cgroup limit here, as
-are CPU (a CFS quota) and the number of processes; a replica killed by the cgroup's OOM
-killer is reported as out of memory. cgroup v1 (this machine and CI run the v1
-controllers in hybrid mode); v2 is still to do, and so is a seccomp filter.
+Each replica gets new PID, mount, IPC, UTS, network, cgroup and user namespaces; uid/gid
+65534 with every capability dropped, ``no_new_privs`` and a seccomp filter
+(``sandbox/seccomp.py``); a root that holds only the Python installation, the shared
+libraries, and the directories the spec names (function code, dependency layers, the
+runtime) and its secrets, all read-only; a private size-limited tmpfs at ``/tmp`` as
+working directory; a minimal ``/dev`` and its own ``/proc``; loopback only, no route to
+the host (unless the function asks for egress). The process backend's rlimits still
+apply (set on bwrap and inherited), except the address-space limit: memory is a cgroup
+limit here, as are CPU (a CFS quota) and the number of processes (``sandbox/cgroups.py``,
+v1 or v2); a replica killed by the cgroup's OOM killer is reported as out of memory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sysconfig
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from faasbox.errors import BadRequest
-from faasbox.sandbox import seccomp
+from faasbox.sandbox import cgroups, seccomp
 from faasbox.sandbox.api import SECRETS_DIR, ExitStatus, SandboxSpec
 from faasbox.sandbox.backends.process import ProcessBackend, _rlimits
-
-CGROUP_V1 = Path("/sys/fs/cgroup")
-CONTROLLERS = ("memory", "pids", "cpu")
-CFS_PERIOD_US = 100_000
 
 NOBODY = "65534"
 TMP_BYTES = 64 * 1024 * 1024
@@ -67,46 +61,11 @@ class NamespacesBackend(ProcessBackend):
                 "(apt-get install bubblewrap) or use --backend process"
             )
         self.bwrap = bwrap
-        # One group per platform process, so that a crashed platform's leftovers can be
-        # told apart (by its pid) and removed without touching a live neighbour's.
-        self.cgroup_parents = {
-            c: _own_cgroup(c) / "faasbox" / str(os.getpid()) for c in CONTROLLERS
-        }
-        for controller, parent in self.cgroup_parents.items():
-            _remove_stale(parent.parent)
-            try:
-                parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise BadRequest(
-                    f"the namespaces backend needs the cgroup v1 {controller} controller "
-                    f"writable at {parent.parent}: {exc.strerror}; run faasbox as root, "
-                    "or use --backend process"
-                ) from None
-
-    def _cgroups(self, spec: SandboxSpec) -> dict[str, Path]:
-        return {c: parent / spec.sandbox_id for c, parent in self.cgroup_parents.items()}
+        self.cgroups = cgroups.detect()
 
     def preexec(self, spec: SandboxSpec) -> Callable[[], None]:
-        groups = self._cgroups(spec)
-        limits = spec.limits
-        settings = {
-            "memory": {"memory.limit_in_bytes": limits.memory_bytes},
-            "pids": {"pids.max": limits.pids},
-            "cpu": (
-                {
-                    "cpu.cfs_period_us": CFS_PERIOD_US,
-                    "cpu.cfs_quota_us": max(1000, int(limits.cpu * CFS_PERIOD_US)),
-                }
-                if limits.cpu
-                else {}
-            ),
-        }
-        for controller, path in groups.items():
-            path.mkdir(parents=True, exist_ok=True)
-            for name, value in settings[controller].items():
-                (path / name).write_text(str(value))
-        procs = [os.fsencode(p / "cgroup.procs") for p in groups.values()]
-        set_rlimits = _rlimits(limits, address_space=False)
+        procs = self.cgroups.create(spec.sandbox_id, spec.limits)
+        set_rlimits = _rlimits(spec.limits, address_space=False)
 
         def child() -> None:  # between fork and exec: join the cgroups, then the rlimits
             for path in procs:
@@ -123,21 +82,12 @@ class NamespacesBackend(ProcessBackend):
         # bwrap reports its child's death by signal N as exit status 128 + N.
         if status.returncode is not None and status.returncode > 128:
             status = ExitStatus(None, signal=status.returncode - 128)
-        if status.signal is not None and _oom_kills(self._cgroups(spec)["memory"]) > 0:
+        if status.signal is not None and self.cgroups.oom_kills(spec.sandbox_id) > 0:
             return ExitStatus(None, signal=status.signal, oom_killed=True)
         return status
 
     def release(self, spec: SandboxSpec) -> None:
-        for path in self._cgroups(spec).values():
-            # The kernel frees a cgroup only once its last process is gone: retry briefly.
-            for _ in range(50):
-                try:
-                    path.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
+        self.cgroups.remove(spec.sandbox_id)
 
     def spawn_fds(self, spec: SandboxSpec) -> list[int]:
         return [seccomp.program_fd()]
@@ -190,41 +140,6 @@ class NamespacesBackend(ProcessBackend):
         if site.is_dir():
             cmd += ["--tmpfs", str(site), "--remount-ro", str(site)]
         return [*cmd, "--", *argv], {"TMPDIR": "/tmp", "HOME": "/tmp"}
-
-
-def _own_cgroup(controller: str) -> Path:
-    """Where this process sits in a v1 hierarchy: replicas nest below it, under its limits."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, names, path = line.split(":", 2)
-            if controller in names.split(","):
-                return CGROUP_V1 / controller / path.lstrip("/")
-    return CGROUP_V1 / controller
-
-
-def _oom_kills(memory_cgroup: Path) -> int:
-    with contextlib.suppress(OSError, ValueError):
-        for line in (memory_cgroup / "memory.oom_control").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-    return 0
-
-
-def _remove_stale(root: Path) -> None:
-    """Remove the groups of platform processes that no longer run (killed, crashed)."""
-    with contextlib.suppress(OSError):
-        for group in root.iterdir():
-            if not group.is_dir() or not group.name.isdigit():
-                continue
-            if Path(f"/proc/{group.name}").exists():
-                continue
-            for child in group.iterdir():
-                if child.is_dir():
-                    with contextlib.suppress(OSError):
-                        child.rmdir()
-            with contextlib.suppress(OSError):
-                group.rmdir()
 
 
 def _interpreter_files(executable: str) -> list[str]:

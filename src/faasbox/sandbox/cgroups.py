@@ -1,0 +1,217 @@
+"""Per-sandbox cgroups for memory, CPU and process-count limits, on cgroup v1 or v2.
+
+Each platform process keeps its sandboxes' groups under ``<its own group>/faasbox/<pid>``,
+so that they nest under whatever limits the platform itself runs with, and so that the
+groups a crashed platform left behind can be told apart (by its pid) and removed at the
+next start without touching a live neighbour's.
+
+- **v1** (separate hierarchies per controller, as on this machine and CI in hybrid mode):
+  ``memory.limit_in_bytes``, ``cpu.cfs_quota_us``/``cpu.cfs_period_us``, ``pids.max``; OOM
+  kills are counted in ``memory.oom_control``.
+- **v2** (one unified hierarchy): ``memory.max`` (and ``memory.swap.max`` 0), ``cpu.max``,
+  ``pids.max``; OOM kills are counted in ``memory.events``. Controllers must be enabled
+  in each ancestor's ``cgroup.subtree_control``, and a group with enabled controllers may
+  hold no processes: if the platform's own group refuses (EBUSY), the platform moves
+  itself into a leaf ``faasbox-platform`` beside its sandboxes first, as container
+  runtimes do under a delegated systemd unit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Protocol
+
+from faasbox.errors import BadRequest
+from faasbox.sandbox.api import Limits
+
+ROOT = Path("/sys/fs/cgroup")
+CFS_PERIOD_US = 100_000
+V1_CONTROLLERS = ("memory", "pids", "cpu")
+
+
+class Cgroups(Protocol):
+    version: int
+
+    def create(self, sandbox_id: str, limits: Limits) -> list[bytes]:
+        """Make the sandbox's group(s) with its limits; returns the ``cgroup.procs`` paths a
+        child joins (by writing ``0``) between fork and exec."""
+        ...
+
+    def oom_kills(self, sandbox_id: str) -> int: ...
+
+    def remove(self, sandbox_id: str) -> None: ...
+
+
+def detect(root: Path = ROOT, proc_self_cgroup: Path = Path("/proc/self/cgroup")) -> Cgroups:
+    """v2 when the unified hierarchy is mounted at ``root``, else the v1 controllers."""
+    if (root / "cgroup.controllers").exists():
+        return CgroupV2(root, proc_self_cgroup)
+    return CgroupV1(root, proc_self_cgroup)
+
+
+def _own_paths(proc_self_cgroup: Path) -> dict[str, str]:
+    """Controller name (``""`` for the v2 line) -> this process's group path."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in proc_self_cgroup.read_text().splitlines():
+            _, names, path = line.split(":", 2)
+            for name in names.split(",") if names else [""]:
+                out[name] = path.lstrip("/")
+    return out
+
+
+def _write(path: Path, value: object) -> None:
+    path.write_text(str(value))
+
+
+def _rmdir_soon(path: Path) -> None:
+    # The kernel frees a group only once its last process is gone: retry briefly.
+    for _ in range(50):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
+def _remove_stale(root: Path) -> None:
+    """Remove the groups of platform processes that no longer run (killed, crashed)."""
+    with contextlib.suppress(OSError):
+        for group in root.iterdir():
+            if not group.is_dir() or not group.name.isdigit():
+                continue
+            if Path(f"/proc/{group.name}").exists():
+                continue
+            for child in group.iterdir():
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            with contextlib.suppress(OSError):
+                group.rmdir()
+
+
+def _counter(path: Path, key: str) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    return 0
+
+
+class CgroupV1:
+    version = 1
+
+    def __init__(self, root: Path = ROOT, proc_self_cgroup: Path = Path("/proc/self/cgroup")):
+        own = _own_paths(proc_self_cgroup)
+        self.parents = {
+            c: root / c / own.get(c, "") / "faasbox" / str(os.getpid()) for c in V1_CONTROLLERS
+        }
+        for controller, parent in self.parents.items():
+            _remove_stale(parent.parent)
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BadRequest(
+                    f"sandboxes need the cgroup v1 {controller} controller writable at "
+                    f"{parent.parent}: {exc.strerror}; run faasbox as root, "
+                    "or use --backend process"
+                ) from None
+
+    def _groups(self, sandbox_id: str) -> dict[str, Path]:
+        return {c: parent / sandbox_id for c, parent in self.parents.items()}
+
+    def create(self, sandbox_id: str, limits: Limits) -> list[bytes]:
+        settings: dict[str, dict[str, int]] = {
+            "memory": {"memory.limit_in_bytes": limits.memory_bytes},
+            "pids": {"pids.max": limits.pids},
+            "cpu": (
+                {
+                    "cpu.cfs_period_us": CFS_PERIOD_US,
+                    "cpu.cfs_quota_us": max(1000, int(limits.cpu * CFS_PERIOD_US)),
+                }
+                if limits.cpu
+                else {}
+            ),
+        }
+        groups = self._groups(sandbox_id)
+        for controller, path in groups.items():
+            path.mkdir(parents=True, exist_ok=True)
+            for name, value in settings[controller].items():
+                _write(path / name, value)
+        return [os.fsencode(p / "cgroup.procs") for p in groups.values()]
+
+    def oom_kills(self, sandbox_id: str) -> int:
+        return _counter(self._groups(sandbox_id)["memory"] / "memory.oom_control", "oom_kill")
+
+    def remove(self, sandbox_id: str) -> None:
+        for path in self._groups(sandbox_id).values():
+            _rmdir_soon(path)
+
+
+class CgroupV2:
+    version = 2
+    CONTROLLERS = ("memory", "pids", "cpu")
+
+    def __init__(self, root: Path = ROOT, proc_self_cgroup: Path = Path("/proc/self/cgroup")):
+        own = root / _own_paths(proc_self_cgroup).get("", "")
+        available = set((own / "cgroup.controllers").read_text().split())
+        missing = [c for c in ("memory", "pids") if c not in available]
+        if missing:
+            raise BadRequest(
+                f"sandboxes need the cgroup v2 {' and '.join(missing)} controller(s) "
+                f"delegated to {own}; run faasbox as root (or under a systemd unit with "
+                "Delegate=yes), or use --backend process"
+            )
+        self.controllers = [c for c in self.CONTROLLERS if c in available]
+        self.parent = own / "faasbox" / str(os.getpid())
+        try:
+            self._enable(own, leaf=own / "faasbox-platform")
+            (own / "faasbox").mkdir(exist_ok=True)
+            _remove_stale(own / "faasbox")
+            self._enable(own / "faasbox")
+            self.parent.mkdir(exist_ok=True)
+            self._enable(self.parent)
+        except OSError as exc:
+            raise BadRequest(
+                f"sandboxes need a writable cgroup v2 group at {own}: {exc.strerror}; run "
+                "faasbox as root (or under a systemd unit with Delegate=yes), or use "
+                "--backend process"
+            ) from None
+
+    def _enable(self, group: Path, leaf: Path | None = None) -> None:
+        control = " ".join(f"+{c}" for c in self.controllers)
+        try:
+            _write(group / "cgroup.subtree_control", control)
+        except OSError as exc:
+            # A group holding processes cannot hand controllers to children: move this
+            # process into a leaf of its own, then try again.
+            if exc.errno != errno.EBUSY or leaf is None:
+                raise
+            leaf.mkdir(exist_ok=True)
+            _write(leaf / "cgroup.procs", os.getpid())
+            _write(group / "cgroup.subtree_control", control)
+
+    def create(self, sandbox_id: str, limits: Limits) -> list[bytes]:
+        group = self.parent / sandbox_id
+        group.mkdir(exist_ok=True)
+        _write(group / "memory.max", limits.memory_bytes)
+        if (group / "memory.swap.max").exists():  # absent without swap accounting
+            _write(group / "memory.swap.max", 0)
+        _write(group / "pids.max", limits.pids)
+        if limits.cpu and "cpu" in self.controllers:
+            quota = max(1000, int(limits.cpu * CFS_PERIOD_US))
+            _write(group / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        return [os.fsencode(group / "cgroup.procs")]
+
+    def oom_kills(self, sandbox_id: str) -> int:
+        return _counter(self.parent / sandbox_id / "memory.events", "oom_kill")
+
+    def remove(self, sandbox_id: str) -> None:
+        _rmdir_soon(self.parent / sandbox_id)
