@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -63,8 +64,25 @@ def handle(event, context):
         facts["host_loopback"] = True
     except OSError:
         facts["host_loopback"] = False
+    if "out" in event.query:  # a server on the host's outward address stands for the world
+        host, _, out_port = event.query["out"].rpartition(":")
+        try:
+            socket.create_connection((host, int(out_port)), timeout=5).close()
+            facts["outside"] = True
+        except OSError as exc:
+            facts["outside"] = str(exc)
+        if os.path.exists("/etc/resolv.conf"):
+            facts["resolv"] = open("/etc/resolv.conf").read()
     return facts
 """
+
+
+def _outward_address() -> str:
+    """One of this machine's own non-loopback IPv4 addresses."""
+    out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=True)
+    addresses = [a for a in out.stdout.split() if "." in a and not a.startswith("127.")]
+    assert addresses, "the machine needs a non-loopback IPv4 address for this test"
+    return addresses[0]
 
 
 def facts_code_dir(client: object) -> str:
@@ -106,13 +124,23 @@ def test_replicas_are_isolated(tmp_path: Path) -> None:
             }, facts["status"]
             assert facts["unshare_refused"] and facts["mount_refused"]
             assert c.get("/system/function/ns-probe").json()["backend"] == "namespaces"
-            # Egress is opt-in, per function.
+            # Egress is opt-in, per function: out to the world, still not to the host's
+            # loopback (where faasbox's API listens).
+            out = socket.create_server(("0.0.0.0", 0))
+            outward = f"{_outward_address()}:{out.getsockname()[1]}"
             deploy(c, "ns-egress", PROBE, labels={"faasbox.network": "egress"})
-            r = c.get(
-                "/function/ns-egress",
-                params={"port": listener.getsockname()[1], "data": str(srv.data_dir.resolve())},
-            )
-            assert r.json()["host_loopback"] is True, r.text
+            params = {
+                "port": listener.getsockname()[1],
+                "data": str(srv.data_dir.resolve()),
+                "out": outward,
+            }
+            r = c.get("/function/ns-egress", params=params)
+            assert r.json()["outside"] is True, r.text
+            assert r.json()["host_loopback"] is False, r.text
+            assert r.json()["resolv"] == "nameserver 10.0.2.3\n"
+            r = c.get("/function/ns-probe", params=params)  # no egress: nowhere to go
+            out.close()
+            assert r.json()["outside"] is not True, r.text
             bad = deploy(c, "ns-badnet", PROBE, labels={"faasbox.network": "all"}, expect=400)
             assert "faasbox.network" in bad.json()["error"]["message"]
     finally:

@@ -6,7 +6,8 @@ Each replica gets new PID, mount, IPC, UTS, network, cgroup and user namespaces;
 libraries, and the directories the spec names (function code, dependency layers, the
 runtime) and its secrets, all read-only; a private size-limited tmpfs at ``/tmp`` as
 working directory; a minimal ``/dev`` and its own ``/proc``; loopback only, no route to
-the host (unless the function asks for egress). The process backend's rlimits still
+the host; a function that asks for egress gets its own user-mode network (``slirp.py``)
+that reaches out but not the host's loopback. The process backend's rlimits still
 apply (set on bwrap and inherited), except the address-space limit: memory is a cgroup
 limit here, as are CPU (a CFS quota) and the number of processes (``sandbox/cgroups.py``,
 v1 or v2); a replica killed by the cgroup's OOM killer is reported as out of memory.
@@ -21,16 +22,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from faasbox.errors import BadRequest
-from faasbox.sandbox import cgroups, seccomp
+from faasbox.sandbox import cgroups, seccomp, slirp
 from faasbox.sandbox.api import SECRETS_DIR, ExitStatus, SandboxSpec
 from faasbox.sandbox.backends.process import ProcessBackend, _rlimits
+from faasbox.sandbox.slirp import SlirpNet, find_slirp
 
 NOBODY = "65534"
 TMP_BYTES = 64 * 1024 * 1024
 # What an interpreter and the libraries it loads need from the host, read-only.
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin")
 # Name resolution and TLS roots, for functions allowed out (label faasbox.network=egress).
-EGRESS_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl")
+EGRESS_FILES = ("/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl")
 
 
 def find_bwrap() -> str | None:
@@ -62,6 +64,8 @@ class NamespacesBackend(ProcessBackend):
             )
         self.bwrap = bwrap
         self.cgroups = cgroups.detect()
+        self.slirp = find_slirp()
+        self._nets: dict[str, SlirpNet] = {}
 
     def preexec(self, spec: SandboxSpec) -> Callable[[], None]:
         procs = self.cgroups.create(spec.sandbox_id, spec.limits)
@@ -87,10 +91,28 @@ class NamespacesBackend(ProcessBackend):
         return status
 
     def release(self, spec: SandboxSpec) -> None:
+        net = self._nets.pop(spec.sandbox_id, None)
+        if net is not None:
+            net.close()
         self.cgroups.remove(spec.sandbox_id)
 
     def spawn_fds(self, spec: SandboxSpec) -> list[int]:
-        return [seccomp.program_fd()]
+        fds = [seccomp.program_fd()]
+        if spec.egress:
+            if self.slirp is None:
+                os.close(fds[0])
+                raise BadRequest(
+                    "functions with egress (label faasbox.network=egress) need slirp4netns "
+                    "on the platform's machine: apt-get install slirp4netns"
+                )
+            net = self._nets[spec.sandbox_id] = SlirpNet(self.slirp)
+            fds += net.child_fds()
+        return fds
+
+    async def started(self, spec: SandboxSpec, pid: int) -> None:
+        net = self._nets.get(spec.sandbox_id)
+        if net is not None:
+            await net.attach()
 
     def command(
         self, spec: SandboxSpec, tmp: Path, fds: list[int]
@@ -101,7 +123,6 @@ class NamespacesBackend(ProcessBackend):
         cmd = [
             self.bwrap,
             "--unshare-all",
-            *(["--share-net"] if spec.egress else []),
             "--unshare-user",
             "--uid",
             NOBODY,
@@ -127,12 +148,19 @@ class NamespacesBackend(ProcessBackend):
             "--chdir",
             "/tmp",
         ]
+        if spec.egress:
+            # The network comes up (slirp4netns) while bwrap waits on --block-fd.
+            cmd += ["--info-fd", str(fds[1]), "--block-fd", str(fds[2])]
         readable = [*SYSTEM_DIRS, *_interpreter_files(argv[0]), *(str(p) for p in spec.read_only)]
         if spec.egress:
             readable += EGRESS_FILES
         for path in dict.fromkeys(readable):
             if os.path.exists(path):
                 cmd += ["--ro-bind", path, path]
+        if spec.egress:
+            resolv = spec.workdir / "resolv.conf"
+            resolv.write_text(f"nameserver {slirp.DNS}\n")
+            cmd += ["--ro-bind", str(resolv), "/etc/resolv.conf"]
         for name, secret in sorted(spec.secrets.items()):
             cmd += ["--ro-bind", str(secret), f"{SECRETS_DIR}/{name}"]
         # The interpreter's own site-packages holds the host's installed packages: hidden.

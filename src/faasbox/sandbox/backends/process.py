@@ -193,4 +193,14 @@ class ProcessBackend:
             for fd in fds:
                 os.close(fd)
         host_end.setblocking(False)
-        return ProcessSandbox(spec, host_end, transport, exited, lambda: self.release(spec))
+        sandbox = ProcessSandbox(spec, host_end, transport, exited, lambda: self.release(spec))
+        try:
+            await self.started(spec, sandbox.pid)
+        except BaseException:
+            await sandbox.destroy()
+            raise
+        return sandbox
+
+    async def started(self, spec: SandboxSpec, pid: int) -> None:
+        """Runs once the child exists, before the sandbox is handed out (e.g. to attach
+        its network)."""

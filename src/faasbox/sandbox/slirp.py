@@ -1,0 +1,107 @@
+"""Egress for one sandbox: user-mode networking (slirp4netns) into its own network
+namespace, so a function allowed out reaches the world but not the host's loopback (where
+faasbox's own API listens) and never shares the host's network namespace.
+
+Order of events: bwrap creates the namespaces, reports its child's pid on ``--info-fd``
+and waits on ``--block-fd``; slirp4netns attaches a tap device to that child's network
+namespace (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3) and says when it is ready; only
+then is the runtime let go, so a function never sees a half-configured network. The
+slirp4netns process ends when the sandbox is released or the platform dies (it watches
+``--exit-fd``, a pipe only the platform holds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+
+from faasbox.errors import BadRequest
+
+DNS = "10.0.2.3"
+NS_GET_USERNS = 0xB701  # ioctl on a namespace fd: the user namespace that owns it
+
+
+def find_slirp() -> str | None:
+    return shutil.which("slirp4netns")
+
+
+class SlirpNet:
+    def __init__(self, slirp: str) -> None:
+        self.slirp = slirp
+        self._info_r, self.info_w = os.pipe()
+        self.block_r, self._block_w = os.pipe()
+        self._exit_r, self._exit_w = os.pipe()
+        self._proc: asyncio.subprocess.Process | None = None
+
+    def child_fds(self) -> list[int]:
+        """Given to bwrap (``--info-fd``, ``--block-fd``); ``create`` closes our copies."""
+        return [self.info_w, self.block_r]
+
+    async def attach(self, timeout: float = 10.0) -> None:
+        info = await asyncio.wait_for(asyncio.to_thread(_read_all, self._info_r), timeout)
+        try:
+            pid = int(json.loads(info)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest("the sandbox did not report its process (bwrap --info-fd)") from None
+        # bwrap nests a second user namespace inside the one that owns the network
+        # namespace; slirp4netns would join whichever the process is in at that instant.
+        # Name both exactly: the network namespace, and the user namespace that owns it.
+        net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        owner = fcntl.ioctl(net, NS_GET_USERNS)
+        ready_r, ready_w = os.pipe()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                self.slirp,
+                "--configure",
+                "--mtu=65520",
+                "--disable-host-loopback",
+                f"--exit-fd={self._exit_r}",
+                f"--ready-fd={ready_w}",
+                "--netns-type=path",
+                f"--userns-path=/proc/self/fd/{owner}",
+                f"/proc/self/fd/{net}",
+                "tap0",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(self._exit_r, ready_w, net, owner),
+            )
+            for fd in (ready_w, net, owner):
+                os.close(fd)
+            ready_w = net = owner = -1
+            ready = await asyncio.wait_for(asyncio.to_thread(os.read, ready_r, 1), timeout)
+            if ready != b"1":
+                err = b""
+                if self._proc.stderr is not None:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        err = await asyncio.wait_for(self._proc.stderr.read(2000), 1)
+                raise BadRequest(
+                    "egress networking failed to start (slirp4netns): "
+                    + (err.decode(errors="replace").strip() or "no reason given")
+                )
+        finally:
+            for fd in (ready_r, ready_w, net, owner):
+                if fd >= 0:
+                    os.close(fd)
+        os.write(self._block_w, b"1")  # let the runtime start
+
+    def close(self) -> None:
+        for fd in (self._info_r, self._block_w, self._exit_w, self._exit_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+        if chunk.rstrip().endswith(b"}"):
+            break
+    return b"".join(chunks)
