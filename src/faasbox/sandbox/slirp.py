@@ -47,11 +47,14 @@ class SlirpNet:
             pid = int(json.loads(info)["child-pid"])
         except (ValueError, KeyError, TypeError):
             raise BadRequest("the sandbox did not report its process (bwrap --info-fd)") from None
-        # bwrap nests a second user namespace inside the one that owns the network
-        # namespace; slirp4netns would join whichever the process is in at that instant.
-        # Name both exactly: the network namespace, and the user namespace that owns it.
+        # Name the network namespace exactly, and the user namespace that owns it when it
+        # is not ours (bwrap in a user namespace nests a second one, and slirp4netns would
+        # join whichever the process is in at that instant).
         net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         owner = fcntl.ioctl(net, NS_GET_USERNS)
+        userns = []
+        if os.fstat(owner).st_ino != os.stat("/proc/self/ns/user").st_ino:
+            userns = [f"--userns-path=/proc/self/fd/{owner}"]
         ready_r, ready_w = os.pipe()
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -62,7 +65,7 @@ class SlirpNet:
                 f"--exit-fd={self._exit_r}",
                 f"--ready-fd={ready_w}",
                 "--netns-type=path",
-                f"--userns-path=/proc/self/fd/{owner}",
+                *userns,
                 f"/proc/self/fd/{net}",
                 "tap0",
                 stdin=asyncio.subprocess.DEVNULL,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from faasbox.errors import BadRequest
@@ -29,6 +29,7 @@ from faasbox.sandbox.slirp import SlirpNet, find_slirp
 
 NOBODY = "65534"
 TMP_BYTES = 64 * 1024 * 1024
+PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs")
 # What an interpreter and the libraries it loads need from the host, read-only.
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin")
 # Name resolution and TLS roots, for functions allowed out (label faasbox.network=egress).
@@ -63,6 +64,13 @@ class NamespacesBackend(ProcessBackend):
                 "(apt-get install bubblewrap) or use --backend process"
             )
         self.bwrap = bwrap
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise BadRequest(
+                "the namespaces backend needs setpriv (apt-get install util-linux) to run "
+                "functions as an unprivileged user; or use --backend process"
+            )
+        self.setpriv = setpriv
         self.cgroups = cgroups.detect()
         self.slirp = find_slirp()
         self._nets: dict[str, SlirpNet] = {}
@@ -122,15 +130,24 @@ class NamespacesBackend(ProcessBackend):
         argv = [os.path.realpath(spec.argv[0]), *spec.argv[1:]]
         cmd = [
             self.bwrap,
-            "--unshare-all",
-            "--unshare-user",
-            "--uid",
-            NOBODY,
-            "--gid",
-            NOBODY,
+            # No user namespace: bwrap runs as real root ("privileged" mode) and the runtime
+            # is then switched to uid/gid 65534 of the host itself by setpriv below; a user
+            # namespace would map the sandbox's user onto the platform's (root) and leave
+            # root-owned host files such as /proc/sys writable to it.
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-uts",
+            "--unshare-cgroup",
+            "--unshare-net",
+            # Every capability is dropped, except the two setpriv needs to change users;
+            # the change itself clears them.
             "--cap-drop",
             "ALL",
-            # bwrap sets no_new_privs and loads the filter last, just before the runtime.
+            "--cap-add",
+            "CAP_SETUID",
+            "--cap-add",
+            "CAP_SETGID",
+            # bwrap sets no_new_privs and loads the filter last, just before setpriv.
             "--seccomp",
             str(fds[0]),
             "--die-with-parent",
@@ -141,10 +158,20 @@ class NamespacesBackend(ProcessBackend):
             "/dev",
             "--proc",
             "/proc",
+            # Read-only, as runc's default spec has them: kernel settings and switches.
+            *(a for p in PROC_READ_ONLY if os.path.exists(p) for a in ("--ro-bind", p, p)),
+            "--perms",
+            "1777",
             "--size",
             str(TMP_BYTES),
             "--tmpfs",
             "/tmp",
+            "--perms",
+            "1777",
+            "--size",
+            str(TMP_BYTES),
+            "--tmpfs",
+            "/dev/shm",
             "--chdir",
             "/tmp",
         ]
@@ -154,20 +181,45 @@ class NamespacesBackend(ProcessBackend):
         readable = [*SYSTEM_DIRS, *_interpreter_files(argv[0]), *(str(p) for p in spec.read_only)]
         if spec.egress:
             readable += EGRESS_FILES
-        for path in dict.fromkeys(readable):
-            if os.path.exists(path):
-                cmd += ["--ro-bind", path, path]
+        binds = [(p, p) for p in dict.fromkeys(readable) if os.path.exists(p)]
         if spec.egress:
             resolv = spec.workdir / "resolv.conf"
             resolv.write_text(f"nameserver {slirp.DNS}\n")
-            cmd += ["--ro-bind", str(resolv), "/etc/resolv.conf"]
-        for name, secret in sorted(spec.secrets.items()):
-            cmd += ["--ro-bind", str(secret), f"{SECRETS_DIR}/{name}"]
+            binds.append((str(resolv), "/etc/resolv.conf"))
+        binds += [(str(src), f"{SECRETS_DIR}/{name}") for name, src in spec.secrets.items()]
+        # bwrap would give the directories it creates on the way the modes of the host's
+        # (/root is 0700): make them traversable, then mount parents before children.
+        for parent in _parents(dest for _, dest in binds):
+            cmd += ["--perms", "0755", "--dir", parent]
+        for src, dest in sorted(binds, key=lambda b: b[1].count("/")):
+            cmd += ["--ro-bind", src, dest]
         # The interpreter's own site-packages holds the host's installed packages: hidden.
         site = Path(sysconfig.get_paths()["stdlib"]) / "site-packages"
         if site.is_dir():
             cmd += ["--tmpfs", str(site), "--remount-ro", str(site)]
+        cmd += ["--remount-ro", "/"]
+        argv = [
+            self.setpriv,
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--no-new-privs",
+            "--",
+            *argv,
+        ]
         return [*cmd, "--", *argv], {"TMPDIR": "/tmp", "HOME": "/tmp"}
+
+
+def _parents(paths: Iterable[str]) -> list[str]:
+    """Every ancestor directory of ``paths`` below /, outermost first, without the system
+    directories (bound whole)."""
+    out: dict[str, None] = {}
+    for path in paths:
+        for parent in reversed(Path(path).parents[:-1]):
+            if str(parent) not in SYSTEM_DIRS:
+                out[str(parent)] = None
+    return sorted(out, key=lambda p: p.count("/"))
 
 
 def _interpreter_files(executable: str) -> list[str]:
