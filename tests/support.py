@@ -44,7 +44,7 @@ class Server:
 
     def _args(self) -> list[str]:
         # FAASBOX_TEST_BACKEND runs the whole suite on another sandbox backend.
-        backend = os.environ.get("FAASBOX_TEST_BACKEND")
+        backend = (os.environ if self.env is None else self.env).get("FAASBOX_TEST_BACKEND")
         if backend and "--backend" not in self.extra:
             return [*self.extra, "--backend", backend]
         return list(self.extra)

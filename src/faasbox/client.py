@@ -17,6 +17,7 @@ boundary, to one of these exceptions::
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -36,8 +37,10 @@ __all__ = [
     "GatewayUnreachable",
     "LogLine",
     "NotAGateway",
+    "Secret",
     "normalize_url",
     "valid_name",
+    "valid_secret_name",
 ]
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
@@ -64,6 +67,28 @@ def valid_name(name: str) -> str | None:
             "starting and ending with a letter or digit (a DNS-1123 label)"
         )
     return None
+
+
+# Secret names: DNS-1123 subdomain-like, "_" allowed (the API answers 400 invalid_name).
+SECRET_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
+MAX_SECRET_NAME = 253
+
+
+def valid_secret_name(name: str) -> str | None:
+    """Why ``name`` is not a valid secret name, or ``None``."""
+    if len(name) > MAX_SECRET_NAME:
+        return f"{name[:40]!r}... is longer than {MAX_SECRET_NAME} characters"
+    if not SECRET_NAME_RE.fullmatch(name):
+        return (
+            f"{name!r} is not a valid secret name: use lowercase letters, digits, '-', '_' "
+            "and '.', starting and ending with a letter or digit"
+        )
+    return None
+
+
+class Secret(TypedDict, total=False):
+    name: str
+    namespace: str
 
 
 class FunctionStatus(TypedDict, total=False):
@@ -353,6 +378,31 @@ class Client:
             Activation, self._json("GET", path, not_found=f"activation {call_id!r} not found")
         )
 
+    # -- secrets ---------------------------------------------------------------------
+
+    def list_secrets(self) -> list[Secret]:
+        """Names only: the API never returns values."""
+        return cast(list[Secret], self._json("GET", "/system/secrets"))
+
+    def create_secret(self, name: str, value: bytes) -> None:
+        """A name that exists raises ``ClientError`` with status 409."""
+        self._send_secret("POST", name, value)
+
+    def update_secret(self, name: str, value: bytes) -> None:
+        """An unknown name raises ``ClientError`` with status 404."""
+        self._send_secret("PUT", name, value)
+
+    def delete_secret(self, name: str) -> None:
+        """An unknown name raises 404; a secret a function lists, 409."""
+        response = self._request("DELETE", "/system/secrets", json={"name": name})
+        self._check(response, not_found=_missing_secret(name))
+
+    def _send_secret(self, method: str, name: str, value: bytes) -> None:
+        # rawValue carries any bytes exactly; the API takes text as "value" too.
+        body = {"name": name, "rawValue": base64.b64encode(value).decode("ascii")}
+        response = self._request(method, "/system/secrets", json=body)
+        self._check(response, not_found=_missing_secret(name))
+
     # -- invoking and logs -----------------------------------------------------------
 
     def invoke(
@@ -444,6 +494,10 @@ class Client:
 
 def _missing(name: str) -> str:
     return f"function {name!r} not found"
+
+
+def _missing_secret(name: str) -> str:
+    return f"secret {name!r} not found"
 
 
 def _seg(text: str) -> str:

@@ -19,6 +19,7 @@ from faasbox.observability.logs import LogHub
 from faasbox.pool.factory import ReplicaFactory
 from faasbox.pool.pool import FunctionPool
 from faasbox.registry.api import FunctionRecord, FunctionStore
+from faasbox.secrets import SecretStore, check_secret_name
 from faasbox.units import parse_cpu, parse_duration, parse_memory
 
 log = logging.getLogger("faasbox.deployer")
@@ -74,6 +75,7 @@ class Deployer:
         max_response: int,
         default_max_replicas: int = 5,
         default_idle: float = 300.0,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.store = store
         self.layers = layers
@@ -86,6 +88,7 @@ class Deployer:
         self.max_response = max_response
         self.default_max_replicas = default_max_replicas
         self.default_idle = default_idle
+        self.secrets = secrets
         self.pools: dict[str, FunctionPool] = {}
         self._builds: set[asyncio.Future[str]] = set()
         self._background = Background()
@@ -167,6 +170,7 @@ class Deployer:
         existing = await self.store.get_function(name) if update else None
         if update and existing is None:
             raise FunctionNotFound(name)
+        await self._check_secrets(spec.secrets)
         sha, code_dir = await asyncio.to_thread(unpack, bundle, self.code_root)
         # Reject bad labels/limits before anything is stored.
         self.resolve(spec, 0, code_dir, None)
@@ -254,6 +258,42 @@ class Deployer:
             raise BuildFailed(exc.message) from None
         progress(f"handler: imported in {replica.init_ms:.0f} ms")
         await replica.destroy("build check done")
+
+    async def _check_secrets(self, names: list[str]) -> None:
+        """Every secret a spec lists must exist (as OpenFaaS: a deploy that lists a missing
+        secret is refused rather than failing each replica later)."""
+        if not names:
+            return
+        for name in names:
+            check_secret_name(name)
+        store = self.secrets
+        have = set(await asyncio.to_thread(store.names)) if store is not None else set()
+        missing = [n for n in dict.fromkeys(names) if n not in have]
+        if len(missing) == 1:
+            raise BadRequest(
+                f"secret {missing[0]!r} does not exist: create it first "
+                f"(faasbox secret create {missing[0]}), or remove it from the function's secrets"
+            )
+        if missing:
+            listed = ", ".join(repr(n) for n in missing)
+            raise BadRequest(
+                f"secrets {listed} do not exist: create them first (faasbox secret create "
+                "NAME), or remove them from the function's secrets"
+            )
+
+    async def secret_users(self, secret: str) -> list[str]:
+        """Functions whose serving version, or latest deploy unless it failed, lists
+        ``secret``: the ones whose replicas would need it."""
+        users = []
+        for rec in await self.store.list_functions():
+            specs = [rec.latest.spec] if rec.latest.status != "failed" else []
+            if rec.current_version is not None and rec.current_version != rec.latest.version:
+                serving = await self.store.get_version(rec.name, rec.current_version)
+                if serving is not None:
+                    specs.append(serving.spec)
+            if any(secret in (s.get("secrets") or []) for s in specs):
+                users.append(rec.name)
+        return sorted(users)
 
     # -- management ------------------------------------------------------------------------
     async def get(self, name: str) -> FunctionRecord:

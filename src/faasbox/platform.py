@@ -20,6 +20,7 @@ from faasbox.pool.factory import ReplicaFactory
 from faasbox.registry.sqlite import SqliteStore
 from faasbox.sandbox.backends import load_backend
 from faasbox.sandbox.safety import SafeBackend
+from faasbox.secrets import SecretStore
 
 log = logging.getLogger("faasbox")
 
@@ -49,8 +50,13 @@ class Platform:
         self.logs = LogHub(data / "logs")
         self.activations = ActivationLog(self.store, delay=1.0)
         self.backend = SafeBackend(load_backend(settings.backend))
+        self.secrets = SecretStore(data)
         self.factory = ReplicaFactory(
-            self.backend, data / "run", self.logs, init_timeout=settings.init_timeout
+            self.backend,
+            data / "run",
+            self.logs,
+            init_timeout=settings.init_timeout,
+            secrets=self.secrets,
         )
         self.deployer = Deployer(
             self.store,
@@ -64,6 +70,7 @@ class Platform:
             max_response=settings.max_response_bytes,
             default_max_replicas=settings.default_max_replicas,
             default_idle=settings.default_idle_seconds,
+            secrets=self.secrets,
         )
         self.sha = _source_sha()
         self.metrics = Metrics(lambda: {n: len(p.replicas) for n, p in self.deployer.pools.items()})

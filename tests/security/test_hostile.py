@@ -204,7 +204,6 @@ def test_cannot_read_another_functions_code(hostile: Hostile) -> None:
     assert not listing["ok"] or listing["value"] == [Path(out["own_code"]).name], out
 
 
-@pytest.mark.xfail(strict=False, reason="secrets API not landed yet")
 def test_cannot_read_a_secret_it_did_not_list(hostile: Hostile) -> None:
     name, value = "hostile-s1", "sekret-" + secrets.token_hex(16)
     r = hostile.client.post("/system/secrets", json={"name": name, "value": value})

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 
 from faasbox.config import Settings
 from faasbox.errors import FaasboxError
-from faasbox.gateway import errors, functions, observe
+from faasbox.gateway import errors, functions, observe, secrets
 from faasbox.gateway.invoke import PREFIX, InvokeHandler
 from faasbox.platform import Platform
 
@@ -33,7 +33,11 @@ class Gateway:
                 await platform.stop()
 
         self.system = Starlette(
-            routes=[*functions.routes(platform), *observe.routes(platform)],
+            routes=[
+                *functions.routes(platform),
+                *observe.routes(platform),
+                *secrets.routes(platform),
+            ],
             exception_handlers={
                 FaasboxError: errors.handle,
                 HTTPException: errors.handle,
