@@ -91,7 +91,9 @@ class ReplicaFactory:
             # Sandboxing backends mount each file at SECRETS_DIR/<name>; the process
             # backend cannot mount, so its replicas read them where they are.
             env["FAASBOX_SECRETS_DIR"] = (
-                str(workdir / REPLICA_SECRETS) if self.backend.name == "process" else SECRETS_DIR
+                str(workdir / REPLICA_SECRETS)
+                if "mounts" not in self.backend.capabilities
+                else SECRETS_DIR
             )
         spec = SandboxSpec(
             sandbox_id=rid,

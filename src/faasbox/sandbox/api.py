@@ -91,7 +91,9 @@ class Sandbox(Protocol):
 
 class SandboxBackend(Protocol):
     name: str
-    # Guarantees the backend gives, e.g. {"rlimits"} or {"namespaces", "cgroups", "seccomp"}.
+    # Guarantees the backend gives, e.g. {"rlimits"} or {"namespaces", "cgroups", "seccomp"};
+    # "mounts": it mounts SandboxSpec.secrets at SECRETS_DIR (else the files stay where
+    # they are on the host, named by FAASBOX_SECRETS_DIR).
     capabilities: frozenset[str]
 
     async def create(self, spec: SandboxSpec, on_output: OutputSink) -> Sandbox: ...

@@ -53,6 +53,7 @@ class NamespacesBackend(ProcessBackend):
             "cgroups",
             "seccomp",
             "no-new-privs",
+            "mounts",
         }
     )
 
