@@ -61,7 +61,7 @@ def valid_name(name: str) -> str | None:
     """Why ``name`` is not a valid function name (a DNS-1123 label), or ``None``."""
     if len(name) > 63:
         return f"{name!r} is longer than 63 characters"
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         return (
             f"{name!r} is not a valid function name: use lowercase letters, digits and '-', "
             "starting and ending with a letter or digit (a DNS-1123 label)"

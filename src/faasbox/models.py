@@ -15,7 +15,7 @@ RUNTIMES = ("python3",)
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or len(name) > 63 or not NAME_RE.match(name):
+    if not isinstance(name, str) or len(name) > 63 or not NAME_RE.fullmatch(name):
         raise InvalidName(
             f"invalid function name {name!r}: use lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters"

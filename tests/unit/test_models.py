@@ -11,7 +11,7 @@ def test_valid_names(name: str) -> None:
     assert check_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "A", "-a", "a-", "a_b", "a.b", "a" * 64, "ä"])
+@pytest.mark.parametrize("name", ["", "A", "-a", "a-", "a_b", "a.b", "a" * 64, "ä", "abc\n"])
 def test_invalid_names(name: str) -> None:
     with pytest.raises(InvalidName):
         check_name(name)
