@@ -4,8 +4,11 @@ backend, kombu-style. Real processes, no fakes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import shutil
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -14,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from faasbox.errors import SandboxDead
-from faasbox.sandbox.api import Limits, SandboxSpec
+from faasbox.sandbox.api import SECRETS_DIR, Limits, SandboxSpec
 from faasbox.sandbox.backends import BACKENDS, load_backend
+from faasbox.sandbox.backends.oci import find_runc
 from faasbox.sandbox.safety import SafeBackend, SafeSandbox
 
 pytestmark = pytest.mark.anyio
@@ -28,8 +32,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> SafeBackend:
-    if request.param == "namespaces" and shutil.which("bwrap") is None and not os.environ.get("CI"):
-        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
+    if not os.environ.get("CI"):
+        # Missing tools skip on a developer's box; in CI they fail (scripts/test installs them).
+        if request.param == "namespaces" and shutil.which("bwrap") is None:
+            pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
+        if request.param == "oci" and find_runc() is None:
+            pytest.skip("runc is not installed (apt-get install runc)")
+        if request.param == "oci" and os.geteuid() != 0:
+            pytest.skip("the oci backend runs runc as root")
     return SafeBackend(load_backend(request.param))
 
 
@@ -87,6 +97,30 @@ async def test_channel_round_trip_and_output_capture(
     await asyncio.sleep(0.1)  # pipes drain after exit
     assert b"to stdout" in out.data["stdout"] and b"to stderr" in out.data["stderr"]
     writer.close()
+
+
+async def test_output_before_a_message_survives_an_immediate_destroy(
+    backend: SafeBackend, tmp_path: Path, cleanup: list[SafeSandbox]
+) -> None:
+    # What a failing runtime does: its traceback to stderr, then the error on the channel,
+    # then exit, while the host destroys the sandbox as soon as the error arrives. Nothing
+    # between the process and the host's pipes may hold the traceback back (a relay that
+    # destroy kills first, as a foreground `runc run` is).
+    code = """
+    import os, socket, sys
+    s = socket.socket(fileno=int(os.environ["FAASBOX_CHANNEL_FD"]))
+    for i in range(200):
+        sys.stderr.write(f"last words {i}\\n")
+    sys.stderr.flush()
+    s.sendall(b"bye")
+    """
+    for _ in range(5):
+        box, out = await _run(backend, tmp_path, cleanup, code)
+        reader, writer = await asyncio.open_unix_connection(sock=box.channel)
+        assert await asyncio.wait_for(reader.readexactly(3), 10) == b"bye"
+        await box.destroy()
+        writer.close()
+        assert b"last words 199\n" in out.data["stderr"], out.data["stderr"][-200:]
 
 
 async def test_environment_is_only_the_spec(
@@ -247,3 +281,96 @@ async def test_out_of_memory_kill_is_reported(
     box, _ = await _run(backend, tmp_path, cleanup, code, memory_bytes=64 * 1024 * 1024)
     status = await asyncio.wait_for(box.exited, 20)
     assert status.oom_killed, status
+
+
+async def test_declared_isolation_holds(
+    backend: SafeBackend, tmp_path: Path, cleanup: list[SafeSandbox]
+) -> None:
+    """Each isolation capability a backend declares, checked from inside its sandbox."""
+    claims = {
+        "namespaces",
+        "unprivileged",
+        "read-only-root",
+        "private-tmp",
+        "no-network",
+        "no-new-privs",
+        "seccomp",
+    } & backend.capabilities
+    if not claims:
+        pytest.skip(f"the {backend.name} backend declares no isolation")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    code = f"""
+    import ctypes, json, os, socket
+    facts = {{"uid": os.getuid(), "hostname": socket.gethostname()}}
+    facts["pids"] = len([p for p in os.listdir("/proc") if p.isdigit()])
+    facts["host_dir"] = os.path.exists({str(tmp_path)!r})
+    for line in open("/proc/self/status"):
+        key, _, value = line.partition(":")
+        facts[key] = value.strip()
+    def writes(path):
+        try:
+            with open(path, "w") as f:
+                f.write("x")
+            return True
+        except OSError:
+            return False
+    facts["root_writable"] = writes("/faasbox-probe")
+    facts["tmp_writable"] = writes("/tmp/faasbox-probe")
+    try:
+        socket.create_connection(("127.0.0.1", {listener.getsockname()[1]}), timeout=2).close()
+        facts["host_loopback"] = True
+    except OSError:
+        facts["host_loopback"] = False
+    libc = ctypes.CDLL(None, use_errno=True)
+    facts["unshare_refused"] = libc.unshare(0x10000000) == -1 and ctypes.get_errno() == 1
+    print(json.dumps(facts), flush=True)
+    """
+    try:
+        box, out = await _run(backend, tmp_path, cleanup, code)
+        assert (await asyncio.wait_for(box.exited, 10)).returncode == 0, out.data
+    finally:
+        listener.close()
+    await asyncio.sleep(0.1)  # pipes drain after exit
+    facts = json.loads(out.data["stdout"])
+    if "namespaces" in claims:
+        assert facts["hostname"] == "faasbox" and facts["pids"] <= 3, facts
+    if "unprivileged" in claims:
+        assert facts["uid"] == 65534 and facts["CapEff"] == "0000000000000000", facts
+    if "read-only-root" in claims:
+        assert not facts["host_dir"] and not facts["root_writable"], facts
+    if "private-tmp" in claims:
+        assert facts["tmp_writable"], facts
+    if "no-network" in claims:
+        assert not facts["host_loopback"], facts
+    if "no-new-privs" in claims:
+        assert facts["NoNewPrivs"] == "1", facts
+    if "seccomp" in claims:
+        assert facts["Seccomp"] == "2" and facts["unshare_refused"], facts
+
+
+async def test_secrets_are_mounted_read_only(
+    backend: SafeBackend, tmp_path: Path, cleanup: list[SafeSandbox]
+) -> None:
+    if "mounts" not in backend.capabilities:
+        pytest.skip(f"the {backend.name} backend cannot mount: replicas read the host files")
+    secret = tmp_path / "secrets" / "db-pass"
+    secret.parent.mkdir()
+    secret.write_text("hunter2")
+    secret.chmod(0o444)  # as the replica factory writes them
+    code = f"""
+    path = {SECRETS_DIR + "/db-pass"!r}
+    print(open(path).read(), flush=True)
+    try:
+        open(path, "w")
+    except OSError:
+        raise SystemExit(45)
+    """
+    out = Output()
+    spec = dataclasses.replace(_spec(tmp_path, code), secrets={"db-pass": secret})
+    box = await backend.create(spec, out)
+    cleanup.append(box)
+    assert (await asyncio.wait_for(box.exited, 10)).returncode == 45
+    await asyncio.sleep(0.1)  # pipes drain after exit
+    assert out.data["stdout"] == b"hunter2\n", out.data

@@ -46,7 +46,7 @@ class SlirpNet:
         try:
             pid = int(json.loads(info)["child-pid"])
         except (ValueError, KeyError, TypeError):
-            raise BadRequest("the sandbox did not report its process (bwrap --info-fd)") from None
+            raise BadRequest("the sandbox did not report its process for egress") from None
         # Name the network namespace exactly, and the user namespace that owns it when it
         # is not ours (bwrap in a user namespace nests a second one, and slirp4netns would
         # join whichever the process is in at that instant).

@@ -155,14 +155,22 @@ class ProcessBackend:
             child_end.close()
             raise
         channel_fd = child_end.fileno() if self.channel_fd is None else self.channel_fd
-        if channel_fd in fds:
-            raise RuntimeError(f"descriptor {channel_fd} is reserved for the channel")
-        argv, extra_env = self.command(spec, tmp, fds)
+        try:
+            if channel_fd in fds:
+                raise RuntimeError(f"descriptor {channel_fd} is reserved for the channel")
+            argv, extra_env = self.command(spec, tmp, fds)
+            prepare = self.preexec(spec)
+        except BaseException:
+            for sock in (host_end, child_end):
+                sock.close()
+            for fd in fds:
+                os.close(fd)
+            self.release(spec)
+            raise
         env = dict(spec.env)
         env["FAASBOX_CHANNEL_FD"] = str(channel_fd)
         for key, value in extra_env.items():
             env.setdefault(key, value)
-        prepare = self.preexec(spec)
         if channel_fd != child_end.fileno():
             prepare = _moving(child_end.fileno(), channel_fd, prepare)
         exited: asyncio.Future[ExitStatus] = loop.create_future()
