@@ -21,3 +21,7 @@ class Settings:
     default_max_replicas: int = 5
     default_idle_seconds: float = 300.0
     init_timeout: float = 60.0
+    # Prewarmed sandboxes ("stem cells") kept ready on backends that make them: at least
+    # ``prewarm`` (0: none), up to ``prewarm_max`` while cold starts are frequent.
+    prewarm: int = 2
+    prewarm_max: int = 8

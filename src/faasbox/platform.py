@@ -15,8 +15,8 @@ from faasbox.config import Settings
 from faasbox.deployer import Deployer
 from faasbox.observability.activations import ActivationLog
 from faasbox.observability.logs import LogHub
-from faasbox.observability.metrics import Metrics
-from faasbox.pool.factory import ReplicaFactory
+from faasbox.observability.metrics import Metrics, PrewarmState
+from faasbox.pool.factory import PREWARM_RUNTIME, ReplicaFactory
 from faasbox.registry.sqlite import SqliteStore
 from faasbox.sandbox.backends import load_backend
 from faasbox.sandbox.safety import SafeBackend
@@ -57,6 +57,10 @@ class Platform:
             self.logs,
             init_timeout=settings.init_timeout,
             secrets=self.secrets,
+            prewarm=settings.prewarm,
+            prewarm_max=settings.prewarm_max,
+            # Where functions' code and dependency layers live (the deployer's stores).
+            inject_roots=(data / "code", data / "layers"),
         )
         self.deployer = Deployer(
             self.store,
@@ -73,10 +77,14 @@ class Platform:
             secrets=self.secrets,
         )
         self.sha = _source_sha()
-        self.metrics = Metrics(lambda: {n: len(p.replicas) for n, p in self.deployer.pools.items()})
+        self.metrics = Metrics(
+            lambda: {n: len(p.replicas) for n, p in self.deployer.pools.items()},
+            self._prewarm_state,
+        )
 
     async def start(self) -> None:
         await self.deployer.restore()
+        self.factory.open()
         # Everything built so far lives as long as the platform: keep it out of the cyclic
         # garbage collector's full passes, which otherwise stall the loop for milliseconds.
         gc.collect()
@@ -90,6 +98,7 @@ class Platform:
 
     async def stop(self) -> None:
         await self.deployer.close()
+        await self.factory.close()
         await self.activations.flush()
         await self.logs.flush()
         self.store.close()
@@ -104,9 +113,23 @@ class Platform:
                     "backend": self.backend.name,
                     "reason": self.settings.backend_reason,
                     "capabilities": sorted(self.backend.capabilities),
+                    "prewarm": self._prewarm_state(),
                 },
             },
             "version": {"release": __version__, "sha": self.sha},
             "arch": _platform.machine(),
             "python": sys.version.split()[0],
+        }
+
+    def _prewarm_state(self) -> PrewarmState | None:
+        pool = self.factory.prewarm
+        if pool is None:
+            return None
+        return {
+            "runtime": PREWARM_RUNTIME,
+            "min": pool.size,
+            "max": pool.max_size,
+            "target": pool.target,
+            "ready": pool.ready,
+            "starting": pool.starting,
         }

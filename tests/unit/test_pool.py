@@ -24,6 +24,7 @@ class FakeReplica:
         self.retiring = False
         self.inflight = 0
         self.init_ms = 1.0
+        self.start_path = "created"
         self.last_used = 0.0
         self.on_free = on_free
         self.on_death = on_death

@@ -45,6 +45,26 @@ def up(
     log_level: Annotated[
         str, typer.Option(metavar="LEVEL", help="Log level: debug, info, warning, error.")
     ] = "warning",
+    prewarm: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            min=0,
+            max=1000,
+            help="Prewarmed sandboxes kept ready for cold starts (namespaces backend); "
+            "0 turns prewarming off.",
+        ),
+    ] = 2,
+    prewarm_max: Annotated[
+        int,
+        typer.Option(
+            metavar="M",
+            min=0,
+            max=1000,
+            help="At most this many prewarmed sandboxes while cold starts are frequent "
+            "(the pool follows the cold starts of the last 10s, between N and M).",
+        ),
+    ] = 8,
 ) -> None:
     """Run the platform: gateway, registry, pools and sandboxes in one process."""
     # Imported here, not at the top: the server stack is heavy, and every other CLI
@@ -84,7 +104,13 @@ def up(
     except OSError as exc:
         typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
         raise typer.Exit(2) from None
-    settings = Settings(data_dir=data_dir, backend=choice.name, backend_reason=choice.reason)
+    settings = Settings(
+        data_dir=data_dir,
+        backend=choice.name,
+        backend_reason=choice.reason,
+        prewarm=prewarm,
+        prewarm_max=max(prewarm, prewarm_max),
+    )
 
     async def ready(url: str) -> None:
         print(f"faasbox listening on {url}", flush=True)

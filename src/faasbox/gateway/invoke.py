@@ -85,6 +85,7 @@ class InvokeHandler:
         version = 0
         replica = ""
         cold_ms: float | None = None
+        start_path = ""
         error = ""
         try:
             if pool is None:
@@ -107,6 +108,7 @@ class InvokeHandler:
             replica = result.replica
             if result.cold:
                 cold_ms = result.init_ms
+                start_path = result.start_path
             out = [
                 (k.lower().encode("latin-1"), v.encode("latin-1", "replace"))
                 for k, v in rheaders
@@ -129,7 +131,7 @@ class InvokeHandler:
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": rbody})
         if pool is not None:
-            self.metrics.observe(name, status, duration, cold_ms)
+            self.metrics.observe(name, status, duration, cold_ms, start_path)
             self.activations.add(
                 (
                     call_id,
@@ -142,6 +144,7 @@ class InvokeHandler:
                     cold_ms or 0.0,
                     replica,
                     error,
+                    start_path,
                 )
             )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import TypedDict
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -62,23 +63,43 @@ class _Histogram:
 
 
 class _FunctionStats:
-    __slots__ = ("codes", "cold", "cold_seconds", "seconds")
+    __slots__ = ("codes", "cold", "cold_paths", "cold_seconds", "seconds")
 
     def __init__(self) -> None:
         self.codes: dict[int, int] = {}
         self.seconds = _Histogram(LATENCY_BUCKETS)
         self.cold = 0
+        # Start path ("prewarmed", "created") -> cold starts that took it.
+        self.cold_paths: dict[str, int] = {}
         self.cold_seconds = _Histogram(COLD_BUCKETS)
 
 
+class PrewarmState(TypedDict):
+    """The stem-cell pool now (``pool/prewarm.py``), for /metrics and /system/info."""
+
+    runtime: str
+    min: int
+    max: int
+    target: int
+    ready: int
+    starting: int
+
+
 class Metrics(Collector):
-    def __init__(self, replica_counts: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        replica_counts: Callable[[], dict[str, int]],
+        prewarm: Callable[[], PrewarmState | None] = lambda: None,
+    ) -> None:
         self._replica_counts = replica_counts
+        self._prewarm = prewarm
         self._stats: dict[str, _FunctionStats] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
-    def observe(self, function: str, code: int, seconds: float, cold_ms: float | None) -> None:
+    def observe(
+        self, function: str, code: int, seconds: float, cold_ms: float | None, path: str = ""
+    ) -> None:
         st = self._stats.get(function)
         if st is None:
             st = self._stats[function] = _FunctionStats()
@@ -88,6 +109,8 @@ class Metrics(Collector):
         if cold_ms is not None:
             st.cold += 1
             st.cold_seconds.observe(cold_ms / 1000)
+            if path:
+                st.cold_paths[path] = st.cold_paths.get(path, 0) + 1
 
     def invocations(self, function: str) -> int:
         st = self._stats.get(function)
@@ -110,6 +133,12 @@ class Metrics(Collector):
         cold = CounterMetricFamily(
             "faasbox_cold_starts", "Invocations that started a replica", labels=["function_name"]
         )
+        cold_paths = CounterMetricFamily(
+            "faasbox_cold_starts_by_path",
+            "Invocations that started a replica, by how its sandbox came to be "
+            "(prewarmed: a stem cell; created: from scratch)",
+            labels=["function_name", "path"],
+        )
         cold_seconds = HistogramMetricFamily(
             "faasbox_cold_start_seconds",
             "Time to start a replica (sandbox + runtime + handler import)",
@@ -121,6 +150,8 @@ class Metrics(Collector):
             buckets, total = st.seconds.export()
             seconds.add_metric([name], buckets, total)
             cold.add_metric([name], st.cold)
+            for path, n in sorted(st.cold_paths.items()):
+                cold_paths.add_metric([name, path], n)
             buckets, total = st.cold_seconds.export()
             cold_seconds.add_metric([name], buckets, total)
         replicas = GaugeMetricFamily(
@@ -128,4 +159,17 @@ class Metrics(Collector):
         )
         for name, n in sorted(self._replica_counts().items()):
             replicas.add_metric([name], n)
-        yield from (invocations, seconds, cold, cold_seconds, replicas)
+        yield from (invocations, seconds, cold, cold_paths, cold_seconds, replicas)
+        state = self._prewarm()
+        if state is not None:
+            ready = GaugeMetricFamily(
+                "faasbox_prewarm_ready", "Prewarmed sandboxes ready now", labels=["runtime"]
+            )
+            ready.add_metric([state["runtime"]], state["ready"])
+            target = GaugeMetricFamily(
+                "faasbox_prewarm_target",
+                "Prewarmed sandboxes the pool aims to keep ready (from recent cold starts)",
+                labels=["runtime"],
+            )
+            target.add_metric([state["runtime"]], state["target"])
+            yield from (ready, target)

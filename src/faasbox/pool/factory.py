@@ -1,28 +1,54 @@
-"""Creates replicas: a sandbox from the backend, the runtime in it, the init handshake."""
+"""Creates replicas: a sandbox from the backend, the runtime in it, the init handshake.
+
+Two paths (``Replica.start_path``): a sandbox *created* for the replica, or a
+*prewarmed* one taken from the stem-cell pool (``pool/prewarm.py``), into which only the
+function is injected. A function takes the prewarmed path when the backend prewarms and
+nothing of it must be known when its sandbox starts: no egress (its network is set up at
+creation), the pool's runtime, code and layers in the stores the stem cells show, and no
+environment variable that only takes effect at a process's start (the dynamic loader's,
+the locale's); the others, and every cold start that finds the pool empty, are created.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from faasbox.deployment import Deployment
 from faasbox.errors import FaasboxError, ReplicaFailed
 from faasbox.observability.logs import LogHub
+from faasbox.pool.prewarm import ForwardingSink, PrewarmPool, StemCell
 from faasbox.pool.replica import Replica
-from faasbox.runtime.protocol import BOOTSTRAP, PROTOCOL_VERSION
-from faasbox.sandbox.api import SECRETS_DIR, Limits, SandboxSpec
-from faasbox.sandbox.safety import SafeBackend
+from faasbox.runtime.protocol import BOOTSTRAP, PROTOCOL_VERSION, FrameDecoder
+from faasbox.sandbox.api import SECRETS_DIR, Injection, Limits, Prewarm, SandboxSpec
+from faasbox.sandbox.safety import SafeBackend, SafeSandbox
 from faasbox.secrets import SecretNotFound, SecretStore
+
+log = logging.getLogger("faasbox.factory")
 
 # Where a replica's secrets are written, inside its private working directory (which the
 # backend removes when the sandbox is destroyed).
 REPLICA_SECRETS = ".secrets"
+# Stem cells' slots (see sandbox/api.py, Prewarm), under the factory's working root.
+SLOTS = "slots"
+# The runtime stem cells run, and the memory they may use until a function's limit
+# replaces it (an idle runtime uses ~10 MiB; a function's limit is at least 32 MiB).
+PREWARM_RUNTIME = "python3"
+STEM_MEMORY = 256 * 1024 * 1024
+# A stem cell starts with a small share of contended CPU (the default is 100), so that a
+# refill yields to the replicas serving calls; its function's share is the default.
+STEM_CPU_WEIGHT = 10
+# Variables read only when a process starts: a function that sets one is not prewarmed.
+STARTUP_ENV = ("LD_", "LC_", "LANG", "MALLOC_", "GLIBC_TUNABLES")
 
 BASE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -46,6 +72,9 @@ class ReplicaFactory:
         python: str = sys.executable,
         init_timeout: float = 60.0,
         secrets: SecretStore | None = None,
+        prewarm: int = 0,
+        prewarm_max: int = 0,
+        inject_roots: tuple[Path, ...] = (),
     ) -> None:
         self.backend = backend
         self.work_root = work_root
@@ -53,10 +82,42 @@ class ReplicaFactory:
         self.python = python
         self.init_timeout = init_timeout
         self.secrets = secrets
+        self.inject_roots = inject_roots
+        # Stem cells, when the backend makes them and prewarm > 0 (``open`` starts it).
+        self.prewarm: PrewarmPool | None = None
+        if prewarm > 0 and inject_roots and "prewarm" in backend.capabilities:
+            self.prewarm = PrewarmPool(self._stem_cell, size=prewarm, max_size=prewarm_max)
         work_root.mkdir(parents=True, exist_ok=True)
         # Plaintext left by replicas of a platform that died without destroying them.
         for stale in work_root.glob(f"*/{REPLICA_SECRETS}"):
             shutil.rmtree(stale, ignore_errors=True)
+
+    def open(self) -> None:
+        """Start filling the stem-cell pool (in the background)."""
+        if self.prewarm is not None:
+            self.prewarm.start()
+
+    async def close(self) -> None:
+        if self.prewarm is not None:
+            await self.prewarm.close()
+
+    def _argv(self) -> list[str]:
+        # -I: ignore PYTHON* variables and the user site; -S: none of the platform's
+        # site-packages, only the stdlib and the function's own dependency layer.
+        return [self.python, "-I", "-S", "-B", str(BOOTSTRAP)]
+
+    @staticmethod
+    def _init(d: Deployment) -> dict[str, Any]:
+        return {
+            "t": "init",
+            "v": PROTOCOL_VERSION,
+            "code": str(d.code_dir),
+            "layers": [str(p) for p in d.layers],
+            "handler": d.handler,
+            "function": d.name,
+            "concurrency": d.concurrency,
+            "max_response": d.max_response,
+        }
 
     async def start(
         self,
@@ -80,6 +141,13 @@ class ReplicaFactory:
         env.update(d.env)
         env["FAASBOX_FUNCTION"] = d.name
         env["FAASBOX_VERSION"] = str(d.version)
+        pool = self.prewarm
+        if (
+            pool is not None
+            and self._prewarmable(d)
+            and await self._start_prewarmed(pool, d, replica, dict(env))
+        ):
+            return replica
         workdir = self.work_root / rid
         secret_files: dict[str, Path] = {}
         if d.secrets:
@@ -97,9 +165,7 @@ class ReplicaFactory:
             )
         spec = SandboxSpec(
             sandbox_id=rid,
-            # -I: ignore PYTHON* variables and the user site; -S: none of the platform's
-            # site-packages, only the stdlib and the function's own dependency layer.
-            argv=[self.python, "-I", "-S", "-B", str(BOOTSTRAP)],
+            argv=self._argv(),
             env=env,
             workdir=workdir,
             read_only=[d.code_dir, *d.layers, BOOTSTRAP.parent],
@@ -116,18 +182,8 @@ class ReplicaFactory:
             if secret_files:
                 await asyncio.to_thread(shutil.rmtree, workdir / REPLICA_SECRETS, True)
             raise
-        init = {
-            "t": "init",
-            "v": PROTOCOL_VERSION,
-            "code": str(d.code_dir),
-            "layers": [str(p) for p in d.layers],
-            "handler": d.handler,
-            "function": d.name,
-            "concurrency": d.concurrency,
-            "max_response": d.max_response,
-        }
         try:
-            await replica.start(sandbox, init, self.init_timeout)
+            await replica.start(sandbox, self._init(d), self.init_timeout)
         except FaasboxError as exc:
             exc.replica = rid
             raise
@@ -140,6 +196,120 @@ class ReplicaFactory:
             await asyncio.shield(replica.destroy("start cancelled"))
             raise
         return replica
+
+    # -- prewarmed sandboxes ---------------------------------------------------------------
+    def _prewarmable(self, d: Deployment) -> bool:
+        roots = self.inject_roots
+        return (
+            not d.egress
+            and d.runtime == PREWARM_RUNTIME
+            and d.code_dir.parent in roots
+            and all(p.parent in roots for p in d.layers)
+            and not any(k.startswith(STARTUP_ENV) for k in d.env)
+        )
+
+    async def _start_prewarmed(
+        self, pool: PrewarmPool, d: Deployment, replica: Replica, env: dict[str, str]
+    ) -> bool:
+        """Start ``replica`` in a stem cell; False when none is ready or it cannot take the
+        function (the caller then creates a sandbox)."""
+        t0 = time.perf_counter()
+        values: dict[str, bytes] = {}
+        if d.secrets:
+            try:
+                values = await self._read_secrets(d)
+            except FaasboxError as exc:
+                exc.replica = replica.id
+                raise
+            env["FAASBOX_SECRETS_DIR"] = SECRETS_DIR
+        cell = pool.take()
+        if cell is None:
+            return False
+        sandbox = cell.sandbox
+        injection = Injection(
+            read_only=(d.code_dir, *d.layers),
+            secrets=values,
+            limits=Limits(memory_bytes=d.memory_bytes, cpu=d.cpu),
+        )
+        try:
+            await self.backend.inject(sandbox, injection)
+        except (FaasboxError, OSError) as exc:
+            log.warning(
+                "prewarmed sandbox could not take function=%s sandbox=%s: %s",
+                d.name,
+                sandbox.id,
+                exc,
+            )
+            await asyncio.shield(sandbox.destroy())
+            return False
+        cell.sink.target = self.logs.open_stream(d.name, replica.id, replica.current_call_id)
+        replica.start_path = "prewarmed"
+        try:
+            await replica.start(
+                sandbox, {**self._init(d), "env": env}, self.init_timeout, greeted=True
+            )
+        except FaasboxError as exc:
+            exc.replica = replica.id
+            raise
+        except BaseException:
+            await asyncio.shield(replica.destroy("start cancelled"))
+            raise
+        replica.init_ms = (time.perf_counter() - t0) * 1000
+        log.debug(
+            "replica started function=%s replica=%s sandbox=%s path=prewarmed",
+            d.name,
+            replica.id,
+            sandbox.id,
+        )
+        return True
+
+    async def _stem_cell(self) -> StemCell:
+        """A new stem cell, its runtime started and greeted."""
+        sid = f"prewarm-{secrets.token_hex(4)}"
+        sink = ForwardingSink()
+        spec = SandboxSpec(
+            sandbox_id=sid,
+            argv=self._argv(),
+            # The runtime takes its first-use costs while it waits (bootstrap._warm_up).
+            env={**BASE_ENV, "FAASBOX_PREWARMED": "1"},
+            workdir=self.work_root / sid,
+            read_only=[BOOTSTRAP.parent],
+            limits=Limits(memory_bytes=STEM_MEMORY, cpu_weight=STEM_CPU_WEIGHT),
+            prewarm=Prewarm(
+                slot=self.work_root / SLOTS / sid,
+                roots=self.inject_roots,
+                secrets=self.work_root / sid / REPLICA_SECRETS,
+            ),
+        )
+        sandbox = await self.backend.create(spec, sink)
+        try:
+            await asyncio.wait_for(_hello(sandbox), self.init_timeout)
+        except BaseException as exc:
+            await asyncio.shield(sandbox.destroy())
+            if isinstance(exc, Exception):
+                output = bytes(sink.early).decode(errors="replace").strip()
+                raise ReplicaFailed(
+                    f"prewarmed sandbox {sid} did not start: {exc!s}"
+                    + (f" (output: {output[:500]})" if output else "")
+                ) from None
+            raise
+        return StemCell(sandbox, sink)
+
+    async def _read_secrets(self, d: Deployment) -> dict[str, bytes]:
+        """The values of the secrets ``d`` lists (decrypted in a worker thread)."""
+        store = self.secrets
+        if store is None:
+            raise ReplicaFailed(f"cannot start {d.name!r}: this platform has no secret store")
+        names = list(dict.fromkeys(d.secrets))
+        try:
+            return await asyncio.to_thread(lambda: {n: store.read(n) for n in names})
+        except SecretNotFound as exc:
+            raise ReplicaFailed(
+                f"cannot start a replica of {d.name!r}: it lists secret {exc.name!r}, which "
+                f"does not exist (create it: faasbox secret create {exc.name})"
+            ) from None
+        except FaasboxError as exc:
+            raise ReplicaFailed(f"cannot start a replica of {d.name!r}: {exc.message}") from None
 
     async def _write_secrets(self, d: Deployment, directory: Path) -> dict[str, Path]:
         """Decrypt the secrets ``d`` lists into ``directory``, one file per secret. Errors
@@ -171,6 +341,22 @@ class ReplicaFactory:
             raise ReplicaFailed(
                 f"cannot start a replica of {d.name!r}: writing its secrets failed: {exc.strerror}"
             ) from None
+
+
+async def _hello(sandbox: SafeSandbox) -> None:
+    """Read the runtime's hello from a new sandbox's channel, and nothing more: the
+    runtime then waits for its init, which only the replica that takes it sends."""
+    loop = asyncio.get_running_loop()
+    frames: list[dict[str, Any]] = []
+    decoder = FrameDecoder(lambda head, _: frames.append(head), max_body=0)
+    while not frames:
+        data = await loop.sock_recv(sandbox.channel, 4096)
+        if not data:
+            raise ReplicaFailed("the runtime closed its channel before saying hello")
+        decoder.feed(data)
+    hello = frames[0]
+    if hello.get("t") != "hello" or hello.get("v") != PROTOCOL_VERSION:
+        raise ReplicaFailed(f"runtime spoke an unknown protocol: {hello!r:.200}")
 
 
 def _materialize(store: SecretStore, names: tuple[str, ...], directory: Path) -> dict[str, Path]:

@@ -36,16 +36,24 @@ class Starter(Protocol):
 class Invocation:
     """The outcome of one call through the pool."""
 
-    __slots__ = ("cold", "init_ms", "replica", "response", "version")
+    __slots__ = ("cold", "init_ms", "replica", "response", "start_path", "version")
 
     def __init__(
-        self, response: Response, cold: bool, init_ms: float, replica: str, version: int
+        self,
+        response: Response,
+        cold: bool,
+        init_ms: float,
+        replica: str,
+        version: int,
+        start_path: str = "",
     ) -> None:
         self.response = response
         self.cold = cold
         self.init_ms = init_ms
         self.replica = replica
         self.version = version
+        # For a cold call, how its replica's sandbox came to be (Replica.start_path).
+        self.start_path = start_path
 
 
 class FunctionPool:
@@ -78,9 +86,11 @@ class FunctionPool:
                 exc.replica, exc.version = replica.id, replica.version
                 exc.cold_ms = replica.init_ms if cold else None
                 raise
-            return Invocation(
-                response, cold, replica.init_ms if cold else 0.0, replica.id, replica.version
-            )
+            if cold:
+                return Invocation(
+                    response, True, replica.init_ms, replica.id, replica.version, replica.start_path
+                )
+            return Invocation(response, False, 0.0, replica.id, replica.version)
         raise AssertionError("unreachable")
 
     def _take_free(self) -> Replica | None:
@@ -174,11 +184,12 @@ class FunctionPool:
         if r.version != self.deployment.version:
             r.retiring = True
         log.info(
-            "replica started function=%s version=%s replica=%s init_ms=%.1f",
+            "replica started function=%s version=%s replica=%s init_ms=%.1f path=%s",
             d.name,
             d.version,
             r.id,
             r.init_ms,
+            r.start_path,
         )
         # The starter takes one slot; the others serve whoever waits.
         for _ in range(r.concurrency - 1):

@@ -84,6 +84,8 @@ class Replica(asyncio.Protocol):
         self.retiring = False
         self.last_used = time.monotonic()
         self.init_ms = 0.0
+        # How its sandbox came to be: "created" from scratch, or "prewarmed" (a stem cell).
+        self.start_path = "created"
         self.sandbox: SafeSandbox | None = None
         self._on_slot_free = on_slot_free
         self._on_death = on_death
@@ -102,8 +104,16 @@ class Replica(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     # -- lifecycle ---------------------------------------------------------------
-    async def start(self, sandbox: SafeSandbox, init: dict[str, Any], timeout: float) -> None:
-        """Attach to a freshly created sandbox, run the init handshake, become ready."""
+    async def start(
+        self,
+        sandbox: SafeSandbox,
+        init: dict[str, Any],
+        timeout: float,
+        *,
+        greeted: bool = False,
+    ) -> None:
+        """Attach to a freshly created sandbox, run the init handshake, become ready.
+        ``greeted``: its runtime's hello was read already (a prewarmed sandbox)."""
         loop = self._loop = asyncio.get_running_loop()
         self.sandbox = sandbox
         self._startup = loop.create_future()
@@ -111,10 +121,11 @@ class Replica(asyncio.Protocol):
         await loop.create_unix_connection(lambda: self, sock=sandbox.channel)
         t0 = time.perf_counter()
         try:
-            hello = await asyncio.wait_for(asyncio.shield(self._startup), timeout)
-            if hello.get("t") != "hello" or hello.get("v") != PROTOCOL_VERSION:
-                raise ReplicaFailed(f"runtime spoke an unknown protocol: {hello!r:.200}")
-            self._startup = loop.create_future()
+            if not greeted:
+                hello = await asyncio.wait_for(asyncio.shield(self._startup), timeout)
+                if hello.get("t") != "hello" or hello.get("v") != PROTOCOL_VERSION:
+                    raise ReplicaFailed(f"runtime spoke an unknown protocol: {hello!r:.200}")
+                self._startup = loop.create_future()
             self._write(encode(init))
             ready = await asyncio.wait_for(asyncio.shield(self._startup), timeout)
         except TimeoutError:

@@ -31,8 +31,9 @@ class FunctionRecord:
 
 
 # What the invoke path records per call, as a plain tuple (cheap to build):
-# (call_id, function, version, start_ns, duration_s, status, cold, init_ms, replica, error)
-ActivationRow = tuple[str, str, int, int, float, int, bool, float, str, str]
+# (call_id, function, version, start_ns, duration_s, status, cold, init_ms, replica, error,
+#  start_path)
+ActivationRow = tuple[str, str, int, int, float, int, bool, float, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class ActivationRecord:
     init_ms: float
     replica: str
     error: str
+    # For a cold call: "prewarmed" or "created" (how its replica's sandbox came to be).
+    start_path: str = ""
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -58,6 +61,7 @@ class ActivationRecord:
             "statusCode": self.status,
             "coldStart": self.cold,
             "initMs": round(self.init_ms, 3),
+            "startPath": self.start_path or None,
             "replica": self.replica,
             "error": self.error or None,
         }

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS activations (
     cold INTEGER NOT NULL,
     init_ms REAL NOT NULL,
     replica TEXT NOT NULL,
-    error TEXT NOT NULL
+    error TEXT NOT NULL,
+    start_path TEXT NOT NULL DEFAULT ''
 );
 -- No index on function: each index costs every insert on the hot write path, and a
 -- backwards scan of the newest rows finds a function's recent records quickly enough.
@@ -63,6 +64,11 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(activations)")}
+        if "start_path" not in columns:  # a data directory from before start paths
+            self._db.execute(
+                "ALTER TABLE activations ADD COLUMN start_path TEXT NOT NULL DEFAULT ''"
+            )
         self._lock = threading.Lock()
         self._max_activations = max_activations
         self._since_trim = 0
@@ -194,9 +200,9 @@ class SqliteStore:
                 db.execute("BEGIN")
                 db.execute(
                     "INSERT OR REPLACE INTO activations(call_id, function, version, start_ns, "
-                    "duration_s, status, cold, init_ms, replica, error) "
+                    "duration_s, status, cold, init_ms, replica, error, start_path) "
                     "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, "
-                    "value->>6, value->>7, value->>8, value->>9 FROM json_each(?)",
+                    "value->>6, value->>7, value->>8, value->>9, value->>10 FROM json_each(?)",
                     (payload,),
                 )
                 self._since_trim += len(rows)
@@ -213,7 +219,17 @@ class SqliteStore:
     @staticmethod
     def _activation(row: tuple[Any, ...]) -> ActivationRecord:
         return ActivationRecord(
-            row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), row[8], row[9], row[10]
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            bool(row[7]),
+            row[8],
+            row[9],
+            row[10],
+            row[11],
         )
 
     async def list_activations(self, name: str | None, limit: int) -> list[ActivationRecord]:

@@ -3,6 +3,8 @@
 
 A frame is ``<II`` (header length, body length), a small JSON header and raw body bytes.
 Bodies are never encoded: they travel as bytes from the HTTP request to the handler.
+The ``init`` frame's ``env`` is optional (a runtime that starts with its function's
+environment needs none); a prewarmed runtime gets its function's environment there.
 """
 
 from __future__ import annotations

@@ -10,6 +10,13 @@ against each backend, and enforced for all of them by ``safety.SafeSandbox``):
   whatever the cause (normal exit, crash, kill, limit).
 - ``destroy`` kills every process of the sandbox and frees what it held; calling it twice
   is harmless; any other call after it raises ``SandboxDead``.
+
+Backends with the ``prewarm`` capability also make *stem cells*: a sandbox created (from a
+spec with ``prewarm`` set) before anyone knows which function it will run, with the
+runtime started and waiting for its init. ``inject`` then gives it one function, once: the
+code and dependency layers appear read-only inside, the secrets at ``SECRETS_DIR``, the
+limits replace the stem cell's. Nothing is ever taken back out: a stem cell serves exactly
+one function and is destroyed with it.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ class Limits:
     max_file_bytes: int = 64 * 1024 * 1024
     pids: int = 128
     open_files: int = 1024
+    # Share of the CPU when it is contended, relative to the default of 100 (cgroup v2's
+    # cpu.weight scale); backends without cgroups ignore it.
+    cpu_weight: int = 100
 
 
 @dataclass(frozen=True)
@@ -49,9 +59,38 @@ class SandboxSpec:
     # Secret name -> host file holding its value; sandboxing backends mount each read-only
     # at SECRETS_DIR/<name> (the process backend cannot: it only names the host files).
     secrets: dict[str, Path] = field(default_factory=dict)
+    # Set for a stem cell (backends with the "prewarm" capability only).
+    prewarm: Prewarm | None = None
 
 
 SECRETS_DIR = "/var/openfaas/secrets"
+
+
+@dataclass(frozen=True)
+class Prewarm:
+    """How a stem cell is laid out: each of ``roots`` (host directories such as the code
+    and layer stores) appears inside at its own path, empty, and so does ``SECRETS_DIR``,
+    until ``inject`` fills them."""
+
+    # A host directory the backend owns for this sandbox (created and removed by it);
+    # no other user of the machine may reach it.
+    slot: Path
+    roots: tuple[Path, ...]
+    # Where ``inject`` writes the secrets' plaintext, shown at SECRETS_DIR: a directory
+    # inside the sandbox's working directory (removed with it), which the backend creates.
+    secrets: Path
+
+
+@dataclass(frozen=True)
+class Injection:
+    """One function for a stem cell."""
+
+    # Directories to show read-only, each a direct child of one of ``Prewarm.roots``, at
+    # the same path as on the host.
+    read_only: tuple[Path, ...]
+    # Secret name -> value; shown read-only at SECRETS_DIR/<name>.
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True)
@@ -93,7 +132,18 @@ class SandboxBackend(Protocol):
     name: str
     # Guarantees the backend gives, e.g. {"rlimits"} or {"namespaces", "cgroups", "seccomp"};
     # "mounts": it mounts SandboxSpec.secrets at SECRETS_DIR (else the files stay where
-    # they are on the host, named by FAASBOX_SECRETS_DIR).
+    # they are on the host, named by FAASBOX_SECRETS_DIR); "prewarm": it makes stem cells
+    # and implements ``Prewarming``.
     capabilities: frozenset[str]
 
     async def create(self, spec: SandboxSpec, on_output: OutputSink) -> Sandbox: ...
+
+
+class Prewarming(Protocol):
+    """What a backend with the ``prewarm`` capability adds."""
+
+    async def inject(self, sandbox_id: str, injection: Injection) -> None:
+        """Give a running stem cell its function (see ``Injection``). Raises
+        ``FaasboxError`` or ``OSError`` if it cannot; the stem cell must then be destroyed,
+        since it may hold part of the function."""
+        ...

@@ -6,12 +6,12 @@ groups a crashed platform left behind can be told apart (by its pid) and removed
 next start without touching a live neighbour's.
 
 - **v1** (separate hierarchies per controller, as on this machine and CI in hybrid mode):
-  ``memory.limit_in_bytes``, ``cpu.cfs_quota_us``/``cpu.cfs_period_us``, ``pids.max``; OOM
-  kills are counted in ``memory.oom_control``.
+  ``memory.limit_in_bytes``, ``cpu.cfs_quota_us``/``cpu.cfs_period_us``, ``cpu.shares``,
+  ``pids.max``; OOM kills are counted in ``memory.oom_control``.
 - **v2** (one unified hierarchy): ``memory.max`` (and ``memory.swap.max`` 0), ``cpu.max``,
-  ``pids.max``; OOM kills are counted in ``memory.events``. Controllers must be enabled
-  in each ancestor's ``cgroup.subtree_control``, and a group with enabled controllers may
-  hold no processes: if the platform's own group refuses (EBUSY), the platform moves
+  ``cpu.weight``, ``pids.max``; OOM kills are counted in ``memory.events``. Controllers
+  must be enabled in each ancestor's ``cgroup.subtree_control``, and a group with enabled
+  controllers may hold no processes: if the platform's own group refuses (EBUSY), the platform moves
   itself into a leaf ``faasbox-platform`` beside its sandboxes first, as container
   runtimes do under a delegated systemd unit.
 """
@@ -30,6 +30,7 @@ from faasbox.sandbox.api import Limits
 
 ROOT = Path("/sys/fs/cgroup")
 CFS_PERIOD_US = 100_000
+DEFAULT_WEIGHT = 100  # cgroup v2's cpu.weight default; v1's cpu.shares is 1024 for it
 V1_CONTROLLERS = ("memory", "pids", "cpu")
 
 
@@ -39,6 +40,11 @@ class Cgroups(Protocol):
     def create(self, sandbox_id: str, limits: Limits) -> list[bytes]:
         """Make the sandbox's group(s) with its limits; returns the ``cgroup.procs`` paths a
         child joins (by writing ``0``) between fork and exec."""
+        ...
+
+    def update(self, sandbox_id: str, limits: Limits) -> None:
+        """Replace a live group's limits (a stem cell's, when it gets its function). A
+        memory limit below what the group already uses fails (v1: EBUSY)."""
         ...
 
     def oom_kills(self, sandbox_id: str) -> int: ...
@@ -66,6 +72,11 @@ def _own_paths(proc_self_cgroup: Path) -> dict[str, str]:
 
 def _write(path: Path, value: object) -> None:
     path.write_text(str(value))
+
+
+def _shares(weight: int) -> int:
+    """v1's cpu.shares for a v2-style weight (100 -> 1024; the kernel's minimum is 2)."""
+    return max(2, weight * 1024 // DEFAULT_WEIGHT)
 
 
 def _rmdir_soon(path: Path) -> None:
@@ -124,6 +135,9 @@ class CgroupV1:
                     "or use --backend process"
                 ) from None
 
+        # What each group's limits are now: ``update`` writes only what changes.
+        self._limits: dict[str, Limits] = {}
+
     def _groups(self, sandbox_id: str) -> dict[str, Path]:
         return {c: parent / sandbox_id for c, parent in self.parents.items()}
 
@@ -140,17 +154,40 @@ class CgroupV1:
                 else {}
             ),
         }
+        if limits.cpu_weight != DEFAULT_WEIGHT:
+            settings["cpu"]["cpu.shares"] = _shares(limits.cpu_weight)
         groups = self._groups(sandbox_id)
         for controller, path in groups.items():
             path.mkdir(parents=True, exist_ok=True)
             for name, value in settings[controller].items():
                 _write(path / name, value)
+        self._limits[sandbox_id] = limits
         return [os.fsencode(p / "cgroup.procs") for p in groups.values()]
+
+    def update(self, sandbox_id: str, limits: Limits) -> None:
+        now = self._limits.get(sandbox_id)
+        groups = self._groups(sandbox_id)
+        if now is None or limits.memory_bytes != now.memory_bytes:
+            _write(groups["memory"] / "memory.limit_in_bytes", limits.memory_bytes)
+        if now is None or limits.pids != now.pids:
+            _write(groups["pids"] / "pids.max", limits.pids)
+        if now is None or limits.cpu != now.cpu:
+            if limits.cpu:
+                _write(groups["cpu"] / "cpu.cfs_period_us", CFS_PERIOD_US)
+                _write(
+                    groups["cpu"] / "cpu.cfs_quota_us", max(1000, int(limits.cpu * CFS_PERIOD_US))
+                )
+            else:
+                _write(groups["cpu"] / "cpu.cfs_quota_us", -1)
+        if limits.cpu_weight != (now.cpu_weight if now else DEFAULT_WEIGHT):
+            _write(groups["cpu"] / "cpu.shares", _shares(limits.cpu_weight))
+        self._limits[sandbox_id] = limits
 
     def oom_kills(self, sandbox_id: str) -> int:
         return _counter(self._groups(sandbox_id)["memory"] / "memory.oom_control", "oom_kill")
 
     def remove(self, sandbox_id: str) -> None:
+        self._limits.pop(sandbox_id, None)
         for path in self._groups(sandbox_id).values():
             _rmdir_soon(path)
 
@@ -171,6 +208,7 @@ class CgroupV2:
             )
         self.controllers = [c for c in self.CONTROLLERS if c in available]
         self.parent = own / "faasbox" / str(os.getpid())
+        self._limits: dict[str, Limits] = {}
         try:
             self._enable(own, leaf=own / "faasbox-platform")
             (own / "faasbox").mkdir(exist_ok=True)
@@ -208,10 +246,29 @@ class CgroupV2:
         if limits.cpu and "cpu" in self.controllers:
             quota = max(1000, int(limits.cpu * CFS_PERIOD_US))
             _write(group / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        if limits.cpu_weight != DEFAULT_WEIGHT and "cpu" in self.controllers:
+            _write(group / "cpu.weight", limits.cpu_weight)
+        self._limits[sandbox_id] = limits
         return [os.fsencode(group / "cgroup.procs")]
+
+    def update(self, sandbox_id: str, limits: Limits) -> None:
+        now = self._limits.get(sandbox_id)
+        group = self.parent / sandbox_id
+        if now is None or limits.memory_bytes != now.memory_bytes:
+            _write(group / "memory.max", limits.memory_bytes)
+        if now is None or limits.pids != now.pids:
+            _write(group / "pids.max", limits.pids)
+        if "cpu" in self.controllers and (now is None or limits.cpu != now.cpu):
+            quota = str(max(1000, int(limits.cpu * CFS_PERIOD_US))) if limits.cpu else "max"
+            _write(group / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        weight_now = now.cpu_weight if now else DEFAULT_WEIGHT
+        if "cpu" in self.controllers and limits.cpu_weight != weight_now:
+            _write(group / "cpu.weight", limits.cpu_weight)
+        self._limits[sandbox_id] = limits
 
     def oom_kills(self, sandbox_id: str) -> int:
         return _counter(self.parent / sandbox_id / "memory.events", "oom_kill")
 
     def remove(self, sandbox_id: str) -> None:
+        self._limits.pop(sandbox_id, None)
         _rmdir_soon(self.parent / sandbox_id)

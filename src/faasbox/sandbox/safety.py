@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import cast
 
 from faasbox.errors import SandboxDead
-from faasbox.sandbox.api import ExitStatus, OutputSink, Sandbox, SandboxBackend, SandboxSpec
+from faasbox.sandbox.api import (
+    ExitStatus,
+    Injection,
+    OutputSink,
+    Prewarming,
+    Sandbox,
+    SandboxBackend,
+    SandboxSpec,
+)
 
 
 class SafeSandbox:
     """Wraps a backend's sandbox: destroy is idempotent and safe to race; after destroy every
     other call raises ``SandboxDead``."""
 
-    __slots__ = ("_destroy_task", "_destroyed", "_inner")
+    __slots__ = ("_destroy_task", "_destroyed", "_inner", "injected")
 
     def __init__(self, inner: Sandbox) -> None:
         self._inner = inner
         self._destroyed = False
         self._destroy_task: asyncio.Future[None] | None = None
+        # A stem cell takes one function, once (``SafeBackend.inject``).
+        self.injected = False
 
     @property
     def id(self) -> str:
@@ -57,3 +68,14 @@ class SafeBackend:
 
     async def create(self, spec: SandboxSpec, on_output: OutputSink) -> SafeSandbox:
         return SafeSandbox(await self._inner.create(spec, on_output))
+
+    async def inject(self, sandbox: SafeSandbox, injection: Injection) -> None:
+        """Give a stem cell its function: once per sandbox, only on backends that declare
+        ``prewarm`` (see ``sandbox.api``)."""
+        sandbox._check()
+        if "prewarm" not in self.capabilities:
+            raise RuntimeError(f"the {self.name} backend does not prewarm sandboxes")
+        if sandbox.injected:
+            raise RuntimeError(f"sandbox {sandbox.id} already serves a function")
+        sandbox.injected = True
+        await cast(Prewarming, self._inner).inject(sandbox.id, injection)

@@ -9,12 +9,18 @@ Every frame is ``<II`` (header length, body length), a JSON header, then raw bod
     runtime → host  {"t": "hello", "v": 1, "pid": N}                       once at start
     host → runtime  {"t": "init", "v": 1, "code": dir, "layers": [dir...],
                      "handler": "module.func", "function": name,
-                     "concurrency": N, "max_response": bytes}              once
+                     "concurrency": N, "max_response": bytes,
+                     "env": {name: value}}                                 once
     runtime → host  {"t": "ready", "init_ms": f} | {"t": "init_error", "type", "message"}
     host → runtime  {"t": "run", "id": N, "cid": call_id, "m": method, "p": path,
                      "q": query, "h": [[k, v]...], "dl": unix_deadline} + body
     runtime → host  {"t": "res", "id": N, "s": status, "h": [[k, v]...]} + body
                   | {"t": "err", "id": N, "type": name, "message": text}
+
+``env`` (optional) is set in ``os.environ`` before anything of the function is imported:
+a prewarmed runtime (a "stem cell", started before anyone knew which function it would
+serve) learns its function's environment only here. Until ``init`` the runtime has
+imported nothing of any function, and it serves one function for its whole life.
 
 Output from print() and logging goes to stdout/stderr, each line prefixed with
 ``\\x1e<call id>\\x1f`` so the host can file it under the invocation that wrote it.
@@ -306,6 +312,11 @@ class Runtime:
     def init(self, msg: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         try:
+            env = msg.get("env")
+            if env:
+                os.environ.update(env)
+                if "TZ" in env:
+                    time.tzset()
             for layer in reversed(msg.get("layers", [])):
                 site.addsitedir(layer)  # processes .pth files too
                 sys.path.remove(layer)
@@ -399,8 +410,10 @@ class Runtime:
         except Exception as exc:
             self._fail(rid, exc)
 
-    def serve(self) -> None:
+    def serve(self, prewarmed: bool = False) -> None:
         self.send({"t": "hello", "v": PROTOCOL_VERSION, "pid": os.getpid(), "runtime": "python3"})
+        if prewarmed:
+            _warm_up()
         msg = self.recv()
         if msg is None:
             return
@@ -422,15 +435,44 @@ class Runtime:
                 self.run_sync(head, body)
 
 
+def _warm_up() -> None:
+    """In a prewarmed runtime, while it waits for its function: take the first-use costs
+    of what ``init`` does (the import system on a new directory, the compiler,
+    ``inspect.signature``) off the cold start. What it makes is gone before ``init``: a
+    module of its own in a directory of its own, both removed."""
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix=".faasbox-warm-up-")
+    name = "_faasbox_warm_up"
+    try:
+        with open(os.path.join(directory, name + ".py"), "w") as f:
+            f.write("def handle(event, context):\n    return None\n")
+        sys.path.insert(0, directory)
+        inspect.signature(importlib.import_module(name).handle)
+    except Exception:  # only an optimisation: never fail the runtime for it
+        pass
+    finally:
+        sys.modules.pop(name, None)
+        if directory in sys.path:
+            sys.path.remove(directory)
+        sys.path_importer_cache.pop(directory, None)
+        importlib.invalidate_caches()
+        shutil.rmtree(directory, ignore_errors=True)
+        # gettempdir() remembers its answer: the function's TMPDIR, set at init, must count.
+        tempfile.tempdir = None
+
+
 def main() -> None:
     fd = int(os.environ.pop("FAASBOX_CHANNEL_FD", "3"))
+    prewarmed = os.environ.pop("FAASBOX_PREWARMED", "") == "1"
     sys.stdout = TaggedStream(1)  # type: ignore[assignment]
     sys.stderr = TaggedStream(2)  # type: ignore[assignment]
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sock = socket.socket(fileno=fd)
-    Runtime(sock).serve()
+    Runtime(sock).serve(prewarmed)
 
 
 if __name__ == "__main__":
