@@ -29,6 +29,35 @@ def find_slirp() -> str | None:
     return shutil.which("slirp4netns")
 
 
+class Egress:
+    """The egress networks of one backend's sandboxes, by sandbox id: what the isolating
+    backends share (``spawn_fds`` opens, ``started`` attaches, ``release`` closes)."""
+
+    def __init__(self) -> None:
+        self.slirp = find_slirp()
+        self._nets: dict[str, SlirpNet] = {}
+
+    def open(self, sandbox_id: str) -> list[int]:
+        """A network for this sandbox; returns the descriptors its wrapper is given."""
+        if self.slirp is None:
+            raise BadRequest(
+                "functions with egress (label faasbox.network=egress) need slirp4netns "
+                "on the platform's machine: apt-get install slirp4netns"
+            )
+        net = self._nets[sandbox_id] = SlirpNet(self.slirp)
+        return net.child_fds()
+
+    async def attach(self, sandbox_id: str) -> None:
+        net = self._nets.get(sandbox_id)
+        if net is not None:
+            await net.attach()
+
+    def close(self, sandbox_id: str) -> None:
+        net = self._nets.pop(sandbox_id, None)
+        if net is not None:
+            net.close()
+
+
 class SlirpNet:
     def __init__(self, slirp: str) -> None:
         self.slirp = slirp

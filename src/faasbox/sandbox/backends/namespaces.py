@@ -50,7 +50,7 @@ from faasbox.sandbox.api import (
     SandboxSpec,
 )
 from faasbox.sandbox.backends.process import ProcessBackend, ProcessSandbox, _rlimits
-from faasbox.sandbox.slirp import SlirpNet, find_slirp
+from faasbox.sandbox.slirp import Egress
 
 log = logging.getLogger("faasbox.sandbox")
 
@@ -71,6 +71,18 @@ SH = "/bin/sh"
 JOIN_CGROUPS = (
     'for p; do [ "$p" = -- ] && break; echo 0 > "$p" || exit 125; shift; done; shift; exec "$@"'
 )
+
+
+def classify_wrapped(
+    groups: cgroups.Cgroups, sandbox_id: str, status: ExitStatus
+) -> ExitStatus:
+    """How a sandbox behind a wrapper ended: the wrapper (bwrap, a shell) reports its
+    child's death by signal N as exit status 128 + N; the cgroup tells an OOM kill."""
+    if status.returncode is not None and status.returncode > 128:
+        status = ExitStatus(None, signal=status.returncode - 128)
+    if status.signal is not None and groups.oom_kills(sandbox_id) > 0:
+        return ExitStatus(None, signal=status.signal, oom_killed=True)
+    return status
 
 
 def find_bwrap() -> str | None:
@@ -110,8 +122,7 @@ class NamespacesBackend(ProcessBackend):
             )
         self.setpriv = setpriv
         self.cgroups = cgroups.detect()
-        self.slirp = find_slirp()
-        self._nets: dict[str, SlirpNet] = {}
+        self.egress = Egress()
         self._slots = _Slots()
         if os.geteuid() == 0 and _mount_api():
             self.capabilities = type(self).capabilities | {"prewarm"}
@@ -135,37 +146,25 @@ class NamespacesBackend(ProcessBackend):
         return _rlimits(spec.limits, address_space=False)
 
     def classify(self, spec: SandboxSpec, status: ExitStatus) -> ExitStatus:
-        # bwrap reports its child's death by signal N as exit status 128 + N.
-        if status.returncode is not None and status.returncode > 128:
-            status = ExitStatus(None, signal=status.returncode - 128)
-        if status.signal is not None and self.cgroups.oom_kills(spec.sandbox_id) > 0:
-            return ExitStatus(None, signal=status.signal, oom_killed=True)
-        return status
+        return classify_wrapped(self.cgroups, spec.sandbox_id, status)
 
     def release(self, spec: SandboxSpec) -> None:
-        net = self._nets.pop(spec.sandbox_id, None)
-        if net is not None:
-            net.close()
+        self.egress.close(spec.sandbox_id)
         self._slots.close(spec.sandbox_id)
         self.cgroups.remove(spec.sandbox_id)
 
     def spawn_fds(self, spec: SandboxSpec) -> list[int]:
         fds = [seccomp.program_fd()]
         if spec.egress:
-            if self.slirp is None:
+            try:
+                fds += self.egress.open(spec.sandbox_id)
+            except BaseException:
                 os.close(fds[0])
-                raise BadRequest(
-                    "functions with egress (label faasbox.network=egress) need slirp4netns "
-                    "on the platform's machine: apt-get install slirp4netns"
-                )
-            net = self._nets[spec.sandbox_id] = SlirpNet(self.slirp)
-            fds += net.child_fds()
+                raise
         return fds
 
     async def started(self, spec: SandboxSpec, pid: int) -> None:
-        net = self._nets.get(spec.sandbox_id)
-        if net is not None:
-            await net.attach()
+        await self.egress.attach(spec.sandbox_id)
 
     def command(
         self, spec: SandboxSpec, tmp: Path, fds: list[int]

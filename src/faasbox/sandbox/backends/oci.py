@@ -53,10 +53,12 @@ from faasbox.sandbox.backends.namespaces import (
     EGRESS_FILES,
     SYSTEM_DIRS,
     TMP_BYTES,
+    NamespacesBackend,
     _interpreter_files,
+    classify_wrapped,
 )
 from faasbox.sandbox.backends.process import ProcessBackend
-from faasbox.sandbox.slirp import SlirpNet, find_slirp
+from faasbox.sandbox.slirp import Egress
 
 STATE_ROOT = Path("/run/faasbox-oci")
 NOBODY = 65534
@@ -117,20 +119,8 @@ def find_runc() -> str | None:
 
 class OciBackend(ProcessBackend):
     name = "oci"
-    capabilities = frozenset(
-        {
-            "namespaces",
-            "read-only-root",
-            "no-network",
-            "unprivileged",
-            "rlimits",
-            "private-tmp",
-            "cgroups",
-            "seccomp",
-            "no-new-privs",
-            "mounts",
-        }
-    )
+    # The same guarantees as the namespaces backend (without its stem cells).
+    capabilities = NamespacesBackend.capabilities
     # runc hands the container only descriptors 3 .. 3 + N - 1 (--preserve-fds N).
     channel_fd = 3
 
@@ -173,8 +163,7 @@ class OciBackend(ProcessBackend):
         self._site = Path(sysconfig.get_paths()["stdlib"]) / "site-packages"
         # Looked up here: between fork and exec the child should only call it.
         self._prctl = ctypes.CDLL(None, use_errno=True).prctl
-        self.slirp = find_slirp()
-        self._nets: dict[str, SlirpNet] = {}
+        self.egress = Egress()
 
     def _runc(self, *args: str) -> subprocess.CompletedProcess[bytes]:
         return _run([self.runc, "--root", str(self.state), *args])
@@ -195,20 +184,10 @@ class OciBackend(ProcessBackend):
         return child
 
     def spawn_fds(self, spec: SandboxSpec) -> list[int]:
-        if not spec.egress:
-            return []
-        if self.slirp is None:
-            raise BadRequest(
-                "functions with egress (label faasbox.network=egress) need slirp4netns "
-                "on the platform's machine: apt-get install slirp4netns"
-            )
-        net = self._nets[spec.sandbox_id] = SlirpNet(self.slirp)
-        return net.child_fds()
+        return self.egress.open(spec.sandbox_id) if spec.egress else []
 
     async def started(self, spec: SandboxSpec, pid: int) -> None:
-        net = self._nets.get(spec.sandbox_id)
-        if net is not None:
-            await net.attach()
+        await self.egress.attach(spec.sandbox_id)
 
     def command(
         self, spec: SandboxSpec, tmp: Path, fds: list[int]
@@ -321,12 +300,8 @@ class OciBackend(ProcessBackend):
         return [mounts[k] for k in sorted(mounts, key=lambda p: Path(p).parts)]
 
     def classify(self, spec: SandboxSpec, status: ExitStatus) -> ExitStatus:
-        # The shells report a death by signal N as exit status 128 + N.
-        if status.returncode is not None and status.returncode > 128:
-            status = ExitStatus(None, signal=status.returncode - 128)
-        if status.signal is not None and self.cgroups.oom_kills(spec.sandbox_id) > 0:
-            return ExitStatus(None, signal=status.signal, oom_killed=True)
-        return status
+        # The shells report a death by signal N as exit status 128 + N, as bwrap does.
+        return classify_wrapped(self.cgroups, spec.sandbox_id, status)
 
     def release(self, spec: SandboxSpec) -> None:
         # The container's init leads a session of its own, so killing the wrapper's process
@@ -335,9 +310,7 @@ class OciBackend(ProcessBackend):
         # in steps of 100 ms.
         self._kill(spec.sandbox_id)
         self._runc("delete", "--force", spec.sandbox_id)
-        net = self._nets.pop(spec.sandbox_id, None)
-        if net is not None:
-            net.close()
+        self.egress.close(spec.sandbox_id)
         shutil.rmtree(spec.workdir / "bundle", ignore_errors=True)
 
     def _kill(self, container: str) -> None:
