@@ -27,7 +27,7 @@ from faasbox.deployment import Deployment
 from faasbox.errors import FaasboxError, ReplicaFailed
 from faasbox.observability.logs import LogHub
 from faasbox.pool.prewarm import ForwardingSink, PrewarmPool, StemCell
-from faasbox.pool.replica import Replica
+from faasbox.pool.replica import Replica, check_hello
 from faasbox.runtime.protocol import BOOTSTRAP, PROTOCOL_VERSION, FrameDecoder
 from faasbox.sandbox.api import SECRETS_DIR, Injection, Limits, Prewarm, SandboxSpec
 from faasbox.sandbox.safety import SafeBackend, SafeSandbox
@@ -303,13 +303,8 @@ class ReplicaFactory:
         names = list(dict.fromkeys(d.secrets))
         try:
             return await asyncio.to_thread(lambda: {n: store.read(n) for n in names})
-        except SecretNotFound as exc:
-            raise ReplicaFailed(
-                f"cannot start a replica of {d.name!r}: it lists secret {exc.name!r}, which "
-                f"does not exist (create it: faasbox secret create {exc.name})"
-            ) from None
         except FaasboxError as exc:
-            raise ReplicaFailed(f"cannot start a replica of {d.name!r}: {exc.message}") from None
+            raise _secrets_failed(d, exc) from None
 
     async def _write_secrets(self, d: Deployment, directory: Path) -> dict[str, Path]:
         """Decrypt the secrets ``d`` lists into ``directory``, one file per secret. Errors
@@ -330,17 +325,22 @@ class ReplicaFactory:
 
             job.add_done_callback(remove)
             raise
-        except SecretNotFound as exc:
-            raise ReplicaFailed(
-                f"cannot start a replica of {d.name!r}: it lists secret {exc.name!r}, which "
-                f"does not exist (create it: faasbox secret create {exc.name})"
-            ) from None
         except FaasboxError as exc:
-            raise ReplicaFailed(f"cannot start a replica of {d.name!r}: {exc.message}") from None
+            raise _secrets_failed(d, exc) from None
         except OSError as exc:
             raise ReplicaFailed(
                 f"cannot start a replica of {d.name!r}: writing its secrets failed: {exc.strerror}"
             ) from None
+
+
+def _secrets_failed(d: Deployment, exc: FaasboxError) -> ReplicaFailed:
+    """Why a replica cannot have its secrets, naming the secret, never its value."""
+    if isinstance(exc, SecretNotFound):
+        return ReplicaFailed(
+            f"cannot start a replica of {d.name!r}: it lists secret {exc.name!r}, which "
+            f"does not exist (create it: faasbox secret create {exc.name})"
+        )
+    return ReplicaFailed(f"cannot start a replica of {d.name!r}: {exc.message}")
 
 
 async def _hello(sandbox: SafeSandbox) -> None:
@@ -354,17 +354,14 @@ async def _hello(sandbox: SafeSandbox) -> None:
         if not data:
             raise ReplicaFailed("the runtime closed its channel before saying hello")
         decoder.feed(data)
-    hello = frames[0]
-    if hello.get("t") != "hello" or hello.get("v") != PROTOCOL_VERSION:
-        raise ReplicaFailed(f"runtime spoke an unknown protocol: {hello!r:.200}")
+    check_hello(frames[0])
 
 
 def _materialize(store: SecretStore, names: tuple[str, ...], directory: Path) -> dict[str, Path]:
     """Write each secret to ``directory/<name>``. The directory is 0700 and owned by the
     platform, so no other user of the machine can reach the files through it; the files
-    are world-readable (0444) because the sandbox's user must read them through the bind
-    mount: uid 65534 inside a user namespace that maps it to the platform's uid (bwrap),
-    or host uid 65534 itself (runc without a user namespace)."""
+    are world-readable (0444) because the sandbox's user, host uid 65534 on the isolating
+    backends, must read them through the bind mount."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     files: dict[str, Path] = {}

@@ -54,6 +54,12 @@ class _Call:
         self.timer: asyncio.TimerHandle | None = None
 
 
+def check_hello(frame: dict[str, Any]) -> None:
+    """A new runtime's first frame must be a hello in our protocol version."""
+    if frame.get("t") != "hello" or frame.get("v") != PROTOCOL_VERSION:
+        raise ReplicaFailed(f"runtime spoke an unknown protocol: {frame!r:.200}")
+
+
 class Replica(asyncio.Protocol):
     """States: starting → ready → (retiring) → dead. ``inflight`` counts taken slots."""
 
@@ -122,9 +128,7 @@ class Replica(asyncio.Protocol):
         t0 = time.perf_counter()
         try:
             if not greeted:
-                hello = await asyncio.wait_for(asyncio.shield(self._startup), timeout)
-                if hello.get("t") != "hello" or hello.get("v") != PROTOCOL_VERSION:
-                    raise ReplicaFailed(f"runtime spoke an unknown protocol: {hello!r:.200}")
+                check_hello(await asyncio.wait_for(asyncio.shield(self._startup), timeout))
                 self._startup = loop.create_future()
             self._write(encode(init))
             ready = await asyncio.wait_for(asyncio.shield(self._startup), timeout)
