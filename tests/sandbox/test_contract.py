@@ -69,6 +69,16 @@ async def cleanup() -> AsyncIterator[list[SafeSandbox]]:
         await b.destroy()
 
 
+async def _drained(out: Output, stream: str = "stdout", timeout: float = 5.0) -> bytes:
+    """The stream's output once it ends in a whole line (the pipes drain after the exit)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not out.data[stream].endswith(b"\n"):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no complete line on {stream} within {timeout}s: {out.data}")
+        await asyncio.sleep(0.01)
+    return out.data[stream]
+
+
 async def _run(
     backend: SafeBackend, tmp_path: Path, cleanup: list[SafeSandbox], code: str, **limits: int
 ) -> tuple[SafeSandbox, Output]:
@@ -94,7 +104,8 @@ async def test_channel_round_trip_and_output_capture(
     assert await asyncio.wait_for(reader.read(4), 10) == b"PING"
     status = await asyncio.wait_for(box.exited, 10)
     assert status.returncode == 0
-    await asyncio.sleep(0.1)  # pipes drain after exit
+    await _drained(out, "stdout")
+    await _drained(out, "stderr")
     assert b"to stdout" in out.data["stdout"] and b"to stderr" in out.data["stderr"]
     writer.close()
 
@@ -130,7 +141,7 @@ async def test_environment_is_only_the_spec(
     try:
         box, out = await _run(backend, tmp_path, cleanup, "import os; print(sorted(os.environ))")
         await asyncio.wait_for(box.exited, 10)
-        await asyncio.sleep(0.1)
+        await _drained(out)
     finally:
         del os.environ["FAASBOX_TEST_HOST_ONLY"]
     env = out.data["stdout"].decode()
@@ -332,8 +343,7 @@ async def test_declared_isolation_holds(
         assert (await asyncio.wait_for(box.exited, 10)).returncode == 0, out.data
     finally:
         listener.close()
-    await asyncio.sleep(0.1)  # pipes drain after exit
-    facts = json.loads(out.data["stdout"])
+    facts = json.loads(await _drained(out))
     if "namespaces" in claims:
         assert facts["hostname"] == "faasbox" and facts["pids"] <= 3, facts
     if "unprivileged" in claims:
@@ -372,5 +382,4 @@ async def test_secrets_are_mounted_read_only(
     box = await backend.create(spec, out)
     cleanup.append(box)
     assert (await asyncio.wait_for(box.exited, 10)).returncode == 45
-    await asyncio.sleep(0.1)  # pipes drain after exit
-    assert out.data["stdout"] == b"hunter2\n", out.data
+    assert await _drained(out) == b"hunter2\n", out.data
