@@ -89,20 +89,19 @@ def facts_code_dir(client: object) -> str:
     return str(client.get("/function/ns-probe/whereami").json()["code"])  # type: ignore[attr-defined]
 
 
-def test_replicas_are_isolated(tmp_path: Path) -> None:
-    srv = Server(tmp_path / "data", "--backend", "namespaces").start()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
+def check_isolation(srv: Server, backend: str) -> None:
+    """From inside deployed functions on ``srv``: what a replica sees and may do, its
+    seccomp and capabilities, its network with and without egress. Shared by the
+    isolating backends' tests."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    out = socket.create_server(("0.0.0.0", 0))
+    params = {"port": listener.getsockname()[1], "data": str(srv.data_dir.resolve())}
     try:
         with srv.client() as c:
-            assert c.get("/system/info").json()["provider"]["sandbox"]["backend"] == "namespaces"
+            assert c.get("/system/info").json()["provider"]["sandbox"]["backend"] == backend
             deploy(c, "ns-other", "def handle(event, context):\n    return 'other'\n")
             deploy(c, "ns-probe", PROBE)
-            r = c.get(
-                "/function/ns-probe",
-                params={"port": listener.getsockname()[1], "data": str(srv.data_dir.resolve())},
-            )
+            r = c.get("/function/ns-probe", params=params)
             assert r.status_code == 200, r.text
             facts = r.json()
             assert facts["uid"] == 65534
@@ -123,28 +122,29 @@ def test_replicas_are_isolated(tmp_path: Path) -> None:
                 "Seccomp_filters": "1",
             }, facts["status"]
             assert facts["unshare_refused"] and facts["mount_refused"]
-            assert c.get("/system/function/ns-probe").json()["backend"] == "namespaces"
+            assert c.get("/system/function/ns-probe").json()["backend"] == backend
             # Egress is opt-in, per function: out to the world, still not to the host's
             # loopback (where faasbox's API listens).
-            out = socket.create_server(("0.0.0.0", 0))
-            outward = f"{_outward_address()}:{out.getsockname()[1]}"
+            params["out"] = f"{_outward_address()}:{out.getsockname()[1]}"
             deploy(c, "ns-egress", PROBE, labels={"faasbox.network": "egress"})
-            params = {
-                "port": listener.getsockname()[1],
-                "data": str(srv.data_dir.resolve()),
-                "out": outward,
-            }
             r = c.get("/function/ns-egress", params=params)
             assert r.json()["outside"] is True, r.text
             assert r.json()["host_loopback"] is False, r.text
             assert r.json()["resolv"] == "nameserver 10.0.2.3\n"
             r = c.get("/function/ns-probe", params=params)  # no egress: nowhere to go
-            out.close()
             assert r.json()["outside"] is not True, r.text
             bad = deploy(c, "ns-badnet", PROBE, labels={"faasbox.network": "all"}, expect=400)
             assert "faasbox.network" in bad.json()["error"]["message"]
     finally:
         listener.close()
+        out.close()
+
+
+def test_replicas_are_isolated(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", "--backend", "namespaces").start()
+    try:
+        check_isolation(srv, "namespaces")
+    finally:
         srv.stop()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from faasbox.sandbox.api import ExitStatus, SandboxSpec
 from faasbox.sandbox.backends.oci import STATE_ROOT, OciBackend, _v1_hierarchies, find_runc
 from faasbox.sandbox.cgroups import CgroupV2
-from tests.integration.test_namespaces import FORK_BOMB, PROBE, _outward_address, facts_code_dir
+from tests.integration.test_namespaces import FORK_BOMB, check_isolation
 from tests.support import Server, deploy, wait_for
 
 # Missing runc fails in CI (scripts/test installs it) and skips on a developer's box.
@@ -43,41 +42,9 @@ def handle(event, context):
 
 def test_replicas_are_isolated(tmp_path: Path) -> None:
     srv = Server(tmp_path / "data", "--backend", "oci").start()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    params: dict[str, str | int] = {
-        "port": listener.getsockname()[1],
-        "data": str(srv.data_dir.resolve()),
-    }
     try:
+        check_isolation(srv, "oci")
         with srv.client() as c:
-            assert c.get("/system/info").json()["provider"]["sandbox"]["backend"] == "oci"
-            deploy(c, "ns-other", "def handle(event, context):\n    return 'other'\n")
-            deploy(c, "ns-probe", PROBE)
-            r = c.get("/function/ns-probe", params=params)
-            assert r.status_code == 200, r.text
-            facts = r.json()
-            assert facts["uid"] == 65534
-            assert facts["hostname"] == "faasbox"
-            assert len(facts["pids"]) <= 3, facts["pids"]  # its own PID namespace
-            assert facts["etc_shadow"] is False and facts["home"] is False
-            # Of the interpreter's installation only what runs it; not its site-packages.
-            assert facts["host_packages"] is False
-            assert facts["database"] is False and facts["logs"] is False
-            # Of all the code the platform holds, only the function's own directory.
-            assert facts["other_code"] == [Path(facts_code_dir(c)).name]
-            assert facts["tmp_writable"] is True and facts["code_writable"] is False
-            assert facts["host_loopback"] is False, "no network route to the host"
-            assert facts["status"] == {
-                "Seccomp": "2",  # filter mode
-                "NoNewPrivs": "1",
-                "CapEff": "0000000000000000",
-                "Seccomp_filters": "1",
-            }, facts["status"]
-            assert facts["unshare_refused"] and facts["mount_refused"]
-            assert c.get("/system/function/ns-probe").json()["backend"] == "oci"
-
             deploy(c, "oci-probe", OCI_PROBE)
             r = c.get("/function/oci-probe")
             assert r.status_code == 200, r.text
@@ -87,21 +54,7 @@ def test_replicas_are_isolated(tmp_path: Path) -> None:
             assert oci["root_writable"] is False
             assert {"null", "zero", "urandom", "shm"} <= set(oci["devices"]), oci["devices"]
             assert "vda" not in oci["devices"] and "kmsg" not in oci["devices"]
-
-            # Egress is opt-in, per function: out to the world, still not to the host's
-            # loopback (where faasbox's API listens).
-            out = socket.create_server(("0.0.0.0", 0))
-            params["out"] = f"{_outward_address()}:{out.getsockname()[1]}"
-            deploy(c, "ns-egress", PROBE, labels={"faasbox.network": "egress"})
-            r = c.get("/function/ns-egress", params=params)
-            assert r.json()["outside"] is True, r.text
-            assert r.json()["host_loopback"] is False, r.text
-            assert r.json()["resolv"] == "nameserver 10.0.2.3\n"
-            r = c.get("/function/ns-probe", params=params)  # no egress: nowhere to go
-            out.close()
-            assert r.json()["outside"] is not True, r.text
     finally:
-        listener.close()
         srv.stop()
 
 
