@@ -38,7 +38,6 @@ import httpx
 import warm  # the warm-path benchmark beside this file: its process and report helpers
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "coldstart-cdf.png"
 RESULTS = ROOT / "bench" / ".results"
 BOOTSTRAP = ROOT / "src" / "faasbox" / "runtime" / "python" / "bootstrap.py"
@@ -751,19 +750,14 @@ def render_section(run: Run, plot_ok: bool) -> str:
 
 
 def update_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else warm.DOC_INTRO
-    start, end = text.find(START_MARK), text.find(END_MARK)
-    if start != -1 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(END_MARK) :]
-    else:  # at the end: after the warm section and the hand-written analysis under it
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text if text.endswith("\n") else text + "\n")
-    log(f"wrote {DOC.relative_to(ROOT)}")
+    # After the warm section and the hand-written analysis under it: at the end.
+    warm.write_section(section, START_MARK, END_MARK)
 
 
 STYLES = {  # colour, line style
     "process": ("#2b7bb9", "-"),
     "namespaces": ("#e08a1e", "-"),
+    "namespaces+prewarm": ("#000000", "-"),
     "oci": ("#3a9a4a", "-"),
     "python": ("#444444", ":"),
     "imports": ("#444444", "-."),

@@ -16,7 +16,7 @@ import coldstart
 import warm
 from density_mem import Snapshot
 
-ROOT, DOC, RESULTS = warm.ROOT, warm.DOC, warm.RESULTS
+ROOT, RESULTS = warm.ROOT, warm.RESULTS
 PLOT = ROOT / "docs" / "density.png"
 START_MARK, END_MARK = "<!-- density:start -->", "<!-- density:end -->"
 TARGET_N, TARGET_KIB = 1000, 8 * 1024
@@ -361,17 +361,7 @@ def render_section(run: Run, plot_ok: bool) -> str:
 
 
 def update_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else warm.DOC_INTRO
-    start, end = text.find(START_MARK), text.find(END_MARK)
-    if start != -1 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(END_MARK) :]
-    elif (cs := text.find(coldstart.END_MARK)) != -1:  # right after the cold-start section
-        cut = cs + len(coldstart.END_MARK)
-        text = text[:cut] + "\n\n" + section.rstrip("\n") + text[cut:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text if text.endswith("\n") else text + "\n")
-    log(f"wrote {DOC}")
+    warm.write_section(section, START_MARK, END_MARK, after_mark=coldstart.END_MARK)
 
 
 def plot(run: Run) -> bool:

@@ -1050,18 +1050,29 @@ def render_section(
     return "\n".join(out) + "\n"
 
 
-def update_doc(section: str) -> None:
+def write_section(
+    section: str, start_mark: str, end_mark: str, after_mark: str | None = None
+) -> None:
+    """Put ``section`` (which begins with ``start_mark`` and ends with ``end_mark``) into
+    docs/benchmarks.md: in place of the previous one, else right after ``after_mark``'s
+    line, else at the end. The other benchmarks' sections are left as they are."""
     DOC.parent.mkdir(parents=True, exist_ok=True)
     text = DOC.read_text() if DOC.exists() else DOC_INTRO
-    start, end = text.find(START_MARK), text.find(END_MARK)
+    start, end = text.find(start_mark), text.find(end_mark)
+    after = text.find(after_mark) if after_mark else -1
     if start != -1 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(END_MARK) :]
+        text = text[:start] + section.rstrip("\n") + text[end + len(end_mark) :]
+    elif after != -1 and after_mark:
+        cut = after + len(after_mark)
+        text = text[:cut] + "\n\n" + section.rstrip("\n") + text[cut:]
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    if not text.endswith("\n"):
-        text += "\n"
-    DOC.write_text(text)
+    DOC.write_text(text if text.endswith("\n") else text + "\n")
     log(f"wrote {DOC.relative_to(ROOT)}")
+
+
+def update_doc(section: str) -> None:
+    write_section(section, START_MARK, END_MARK)
 
 
 COLORS = {"bare": "#8c8c8c", "faasbox": "#2b7bb9"}
