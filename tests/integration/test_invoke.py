@@ -117,6 +117,29 @@ def test_classic_one_argument_handler(client: httpx.Client) -> None:
     assert r.status_code == 200 and r.text == "SHOUT"
 
 
+def test_handlers_that_are_not_plain_functions(client: httpx.Client) -> None:
+    # A callable object and a functools.partial: the runtime reads their signature with
+    # inspect rather than from a code object.
+    code = """
+    import functools
+
+    class Greeter:
+        def __call__(self, event, context):
+            return "object:" + event.text
+
+    greet = Greeter()
+
+    async def _tagged(tag, event, context):
+        return tag + event.text
+
+    tagged = functools.partial(_tagged, "partial:")
+    """
+    deploy(client, "inv-object", code, handler="handler.greet")
+    deploy(client, "inv-partial", code, handler="handler.tagged")
+    assert client.post("/function/inv-object", content="x").text == "object:x"
+    assert client.post("/function/inv-partial", content="y").text == "partial:y"
+
+
 def test_async_handler_with_concurrency(client: httpx.Client) -> None:
     code = """
     import asyncio
@@ -143,6 +166,7 @@ def test_print_goes_to_logs_not_response(client: httpx.Client) -> None:
     def handle(event, context):
         print("printed-line", context.call_id)
         logging.getLogger("fn").warning("logged-line")
+        logging.getLogger("fn").info("info-line")
         sys.stderr.write("stderr-line\\n")
         return "body-only"
     """
@@ -163,6 +187,8 @@ def test_print_goes_to_logs_not_response(client: httpx.Client) -> None:
     assert printed["stream"] == "stdout"
     logged = next(x for t, x in texts.items() if "logged-line" in t)
     assert logged["call_id"] == call_id and logged["stream"] == "stderr"
+    # The runtime configures logging (INFO, "LEVEL name: message") when a function imports it.
+    assert "INFO fn: info-line" in texts and "WARNING fn: logged-line" in texts
 
 
 def test_unknown_function_is_404(client: httpx.Client) -> None:

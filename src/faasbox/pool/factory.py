@@ -28,7 +28,7 @@ from faasbox.errors import FaasboxError, ReplicaFailed
 from faasbox.observability.logs import LogHub
 from faasbox.pool.prewarm import ForwardingSink, PrewarmPool, StemCell
 from faasbox.pool.replica import Replica, check_hello
-from faasbox.runtime.protocol import BOOTSTRAP, PROTOCOL_VERSION, FrameDecoder
+from faasbox.runtime.protocol import PROTOCOL_VERSION, FrameDecoder, compiled_bootstrap
 from faasbox.sandbox.api import SECRETS_DIR, Injection, Limits, Prewarm, SandboxSpec
 from faasbox.sandbox.safety import SafeBackend, SafeSandbox
 from faasbox.secrets import SecretNotFound, SecretStore
@@ -38,6 +38,8 @@ log = logging.getLogger("faasbox.factory")
 # Where a replica's secrets are written, inside its private working directory (which the
 # backend removes when the sandbox is destroyed).
 REPLICA_SECRETS = ".secrets"
+# The compiled runtime, under the factory's working root.
+RUNTIME_DIR = "runtime"
 # Stem cells' slots (see sandbox/api.py, Prewarm), under the factory's working root.
 SLOTS = "slots"
 # The runtime stem cells run, and the memory they may use until a function's limit
@@ -88,6 +90,7 @@ class ReplicaFactory:
         if prewarm > 0 and inject_roots and "prewarm" in backend.capabilities:
             self.prewarm = PrewarmPool(self._stem_cell, size=prewarm, max_size=prewarm_max)
         work_root.mkdir(parents=True, exist_ok=True)
+        self.bootstrap = compiled_bootstrap(work_root / RUNTIME_DIR)
         # Plaintext left by replicas of a platform that died without destroying them.
         for stale in work_root.glob(f"*/{REPLICA_SECRETS}"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -104,7 +107,7 @@ class ReplicaFactory:
     def _argv(self) -> list[str]:
         # -I: ignore PYTHON* variables and the user site; -S: none of the platform's
         # site-packages, only the stdlib and the function's own dependency layer.
-        return [self.python, "-I", "-S", "-B", str(BOOTSTRAP)]
+        return [self.python, "-I", "-S", "-B", str(self.bootstrap)]
 
     @staticmethod
     def _init(d: Deployment) -> dict[str, Any]:
@@ -168,7 +171,7 @@ class ReplicaFactory:
             argv=self._argv(),
             env=env,
             workdir=workdir,
-            read_only=[d.code_dir, *d.layers, BOOTSTRAP.parent],
+            read_only=[d.code_dir, *d.layers, self.bootstrap.parent],
             limits=Limits(memory_bytes=d.memory_bytes, cpu=d.cpu),
             egress=d.egress,
             secrets=secret_files,
@@ -273,7 +276,7 @@ class ReplicaFactory:
             # The runtime takes its first-use costs while it waits (bootstrap._warm_up).
             env={**BASE_ENV, "FAASBOX_PREWARMED": "1"},
             workdir=self.work_root / sid,
-            read_only=[BOOTSTRAP.parent],
+            read_only=[self.bootstrap.parent],
             limits=Limits(memory_bytes=STEM_MEMORY, cpu_weight=STEM_CPU_WEIGHT),
             prewarm=Prewarm(
                 slot=self.work_root / SLOTS / sid,

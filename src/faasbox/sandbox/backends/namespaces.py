@@ -73,9 +73,7 @@ JOIN_CGROUPS = (
 )
 
 
-def classify_wrapped(
-    groups: cgroups.Cgroups, sandbox_id: str, status: ExitStatus
-) -> ExitStatus:
+def classify_wrapped(groups: cgroups.Cgroups, sandbox_id: str, status: ExitStatus) -> ExitStatus:
     """How a sandbox behind a wrapper ended: the wrapper (bwrap, a shell) reports its
     child's death by signal N as exit status 128 + N; the cgroup tells an OOM kill."""
     if status.returncode is not None and status.returncode > 128:
