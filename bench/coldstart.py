@@ -269,10 +269,20 @@ class Server:
     client: httpx.Client
 
 
+def prewarm_size(variant: str) -> int:
+    """ "prewarm" is faasbox's default pool (2 cells, growing to 8 with demand), "prewarmN"
+    a pool of N; anything else none."""
+    if not variant.startswith("prewarm"):
+        return 0
+    return int(variant.removeprefix("prewarm") or 2)
+
+
 def start_server(procs: warm.Processes, backend: str, workdir: Path, timeout: float) -> Server:
     cmd, env = warm.faasbox_cmd()
     name, _, variant = backend.partition("+")
-    prewarm = ["--prewarm", "2" if variant == "prewarm" else "0"]
+    prewarm = ["--prewarm", str(prewarm_size(variant))]
+    if prewarm_size(variant) > 8:
+        prewarm += ["--prewarm-max", str(prewarm_size(variant))]
     data = workdir / f"data-{backend}"
     logfile = workdir / f"faasbox-{backend}.log"
     with open(logfile, "wb") as out:
@@ -643,7 +653,7 @@ def analysis(run: Run) -> list[str]:
         )
         if (wrapper := WRAPPERS.get(key)) in run.serial and py:
             line += f", and {wrapper} adds {fmt(median(run.serial[wrapper].values()) - py)}"
-        if key.endswith("+prewarm"):
+        if "+prewarm" in key:
             line += (
                 ": here the sandbox and the interpreter were up before the call (a prewarmed "
                 "sandbox), so initMs is only the injection (mounting the code, applying "
@@ -758,6 +768,7 @@ STYLES = {  # colour, line style
     "process": ("#2b7bb9", "-"),
     "namespaces": ("#e08a1e", "-"),
     "namespaces+prewarm": ("#000000", "-"),
+    "namespaces+prewarm50": ("#000000", "--"),
     "oci": ("#3a9a4a", "-"),
     "python": ("#444444", ":"),
     "imports": ("#444444", "-."),

@@ -29,9 +29,11 @@ log = logging.getLogger("faasbox.prewarm")
 
 # What a stem cell may print before it is claimed, kept to explain its failure.
 EARLY_OUTPUT = 4096
-# A refill forks the platform and starts an interpreter: it waits this long after a take,
-# so that it does not compete with the cold start that took the cell (a few ms).
+# A refill forks the platform and starts an interpreter: it waits until no cell was taken
+# for this long, so that it does not compete with the cold starts that took them (a burst
+# of them, too), but no longer than REFILL_MAX_DELAY after the first take.
 REFILL_DELAY = 0.05
+REFILL_MAX_DELAY = 0.5
 
 
 class ForwardingSink:
@@ -81,6 +83,7 @@ class PrewarmPool:
         self._demand: deque[float] = deque()
         self._wake = asyncio.Event()
         self._wake_handle: asyncio.TimerHandle | None = None
+        self._first_take = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Future[None] | None = None
         self._closed = False
@@ -109,8 +112,14 @@ class PrewarmPool:
             if not candidate.sandbox.destroyed and not candidate.sandbox.exited.done():
                 cell = candidate
                 break
+        loop = asyncio.get_running_loop()
+        at = loop.time()
         if self._wake_handle is None:
-            self._wake_handle = asyncio.get_running_loop().call_later(REFILL_DELAY, self._wake_up)
+            self._first_take = at
+        else:
+            self._wake_handle.cancel()
+        due = min(at + REFILL_DELAY, self._first_take + REFILL_MAX_DELAY)
+        self._wake_handle = loop.call_at(due, self._wake_up)
         return cell
 
     def _wake_up(self) -> None:
