@@ -59,6 +59,7 @@ class Platform:
             secrets=self.secrets,
             prewarm=settings.prewarm,
             prewarm_max=settings.prewarm_max,
+            zygotes=settings.zygotes,
             # Where functions' code and dependency layers live (the deployer's stores).
             inject_roots=(data / "code", data / "layers"),
         )
@@ -114,6 +115,9 @@ class Platform:
                     "reason": self.settings.backend_reason,
                     "capabilities": sorted(self.backend.capabilities),
                     "prewarm": self._prewarm_state(),
+                    # Zygotes alive now (one per function with replicas that may scale
+                    # past one), or null when the backend does not fork replicas.
+                    "zygotes": None if self.factory.zygotes is None else len(self.factory.zygotes),
                 },
             },
             "version": {"release": __version__, "sha": self.sha},

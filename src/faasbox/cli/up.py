@@ -65,6 +65,14 @@ def up(
             "(the pool follows the cold starts of the last 10s, between N and M).",
         ),
     ] = 8,
+    zygotes: Annotated[
+        bool,
+        typer.Option(
+            "--zygotes/--no-zygotes",
+            help="Fork a function's further replicas from a warm copy of it, its zygote "
+            "(namespaces backend; functions with max replicas > 1).",
+        ),
+    ] = True,
 ) -> None:
     """Run the platform: gateway, registry, pools and sandboxes in one process."""
     # Imported here, not at the top: the server stack is heavy, and every other CLI
@@ -110,6 +118,7 @@ def up(
         backend_reason=choice.reason,
         prewarm=prewarm,
         prewarm_max=max(prewarm, prewarm_max),
+        zygotes=zygotes,
     )
 
     async def ready(url: str) -> None:

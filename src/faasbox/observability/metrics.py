@@ -136,7 +136,7 @@ class Metrics(Collector):
         cold_paths = CounterMetricFamily(
             "faasbox_cold_starts_by_path",
             "Invocations that started a replica, by how its sandbox came to be "
-            "(prewarmed: a stem cell; created: from scratch)",
+            "(prewarmed: a stem cell; created: from scratch; forked: from the function's zygote)",
             labels=["function_name", "path"],
         )
         cold_seconds = HistogramMetricFamily(

@@ -28,6 +28,7 @@ from faasbox.errors import FaasboxError, ReplicaFailed
 from faasbox.observability.logs import LogHub
 from faasbox.pool.prewarm import ForwardingSink, PrewarmPool, StemCell
 from faasbox.pool.replica import Replica, check_hello
+from faasbox.pool.zygote import Zygotes
 from faasbox.runtime.protocol import PROTOCOL_VERSION, FrameDecoder, compiled_bootstrap
 from faasbox.sandbox.api import SECRETS_DIR, Injection, Limits, Prewarm, SandboxSpec
 from faasbox.sandbox.safety import SafeBackend, SafeSandbox
@@ -77,6 +78,7 @@ class ReplicaFactory:
         prewarm: int = 0,
         prewarm_max: int = 0,
         inject_roots: tuple[Path, ...] = (),
+        zygotes: bool = True,
     ) -> None:
         self.backend = backend
         self.work_root = work_root
@@ -87,6 +89,10 @@ class ReplicaFactory:
         self.inject_roots = inject_roots
         # Stem cells, when the backend makes them and prewarm > 0 (``open`` starts it).
         self.prewarm: PrewarmPool | None = None
+        # Zygotes, when the backend forks replicas (see pool/zygote.py).
+        self.zygotes: Zygotes | None = (
+            Zygotes(self) if zygotes and "fork" in backend.capabilities else None
+        )
         if prewarm > 0 and inject_roots and "prewarm" in backend.capabilities:
             self.prewarm = PrewarmPool(self._stem_cell, size=prewarm, max_size=prewarm_max)
         work_root.mkdir(parents=True, exist_ok=True)
@@ -101,6 +107,8 @@ class ReplicaFactory:
             self.prewarm.start()
 
     async def close(self) -> None:
+        if self.zygotes is not None:
+            await self.zygotes.close()
         if self.prewarm is not None:
             await self.prewarm.close()
 
@@ -110,8 +118,9 @@ class ReplicaFactory:
         return [self.python, "-I", "-S", "-B", str(self.bootstrap)]
 
     @staticmethod
-    def _init(d: Deployment) -> dict[str, Any]:
+    def _init(d: Deployment, zygote: bool = False) -> dict[str, Any]:
         return {
+            "zygote": zygote,
             "t": "init",
             "v": PROTOCOL_VERSION,
             "code": str(d.code_dir),
@@ -122,15 +131,15 @@ class ReplicaFactory:
             "max_response": d.max_response,
         }
 
-    async def start(
+    def _new_replica(
         self,
         d: Deployment,
         on_slot_free: Callable[[Replica], None],
         on_death: Callable[[Replica], None],
+        kind: str = "",
     ) -> Replica:
-        rid = f"{d.name}-{d.version}-{secrets.token_hex(4)}"
-        replica = Replica(
-            replica_id=rid,
+        return Replica(
+            replica_id=f"{d.name}-{d.version}-{kind}{secrets.token_hex(4)}",
             function=d.name,
             version=d.version,
             concurrency=d.concurrency,
@@ -140,6 +149,23 @@ class ReplicaFactory:
             on_slot_free=on_slot_free,
             on_death=on_death,
         )
+
+    async def start(
+        self,
+        d: Deployment,
+        on_slot_free: Callable[[Replica], None],
+        on_death: Callable[[Replica], None],
+    ) -> Replica:
+        if self.zygotes is not None and d.max_replicas > 1:
+            return await self.zygotes.start(d, on_slot_free, on_death)
+        return await self.start_sandboxed(self._new_replica(d, on_slot_free, on_death), d)
+
+    async def start_sandboxed(
+        self, replica: Replica, d: Deployment, *, zygote: bool = False
+    ) -> Replica:
+        """Start ``replica`` in a sandbox of its own (prewarmed or created); with
+        ``zygote``, as its function's zygote (see ``pool/zygote.py``)."""
+        rid = replica.id
         env = dict(BASE_ENV)
         env.update(d.env)
         env["FAASBOX_FUNCTION"] = d.name
@@ -148,7 +174,7 @@ class ReplicaFactory:
         if (
             pool is not None
             and self._prewarmable(d)
-            and await self._start_prewarmed(pool, d, replica, dict(env))
+            and await self._start_prewarmed(pool, d, replica, dict(env), zygote)
         ):
             return replica
         workdir = self.work_root / rid
@@ -186,7 +212,7 @@ class ReplicaFactory:
                 await asyncio.to_thread(shutil.rmtree, workdir / REPLICA_SECRETS, True)
             raise
         try:
-            await replica.start(sandbox, self._init(d), self.init_timeout)
+            await replica.start(sandbox, self._init(d, zygote), self.init_timeout)
         except FaasboxError as exc:
             exc.replica = rid
             raise
@@ -212,7 +238,7 @@ class ReplicaFactory:
         )
 
     async def _start_prewarmed(
-        self, pool: PrewarmPool, d: Deployment, replica: Replica, env: dict[str, str]
+        self, pool: PrewarmPool, d: Deployment, replica: Replica, env: dict[str, str], zygote: bool
     ) -> bool:
         """Start ``replica`` in a stem cell; False when none is ready or it cannot take the
         function (the caller then creates a sandbox)."""
@@ -249,7 +275,7 @@ class ReplicaFactory:
         replica.start_path = "prewarmed"
         try:
             await replica.start(
-                sandbox, {**self._init(d), "env": env}, self.init_timeout, greeted=True
+                sandbox, {**self._init(d, zygote), "env": env}, self.init_timeout, greeted=True
             )
         except FaasboxError as exc:
             exc.replica = replica.id

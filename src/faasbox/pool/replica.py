@@ -90,7 +90,8 @@ class Replica(asyncio.Protocol):
         self.retiring = False
         self.last_used = time.monotonic()
         self.init_ms = 0.0
-        # How its sandbox came to be: "created" from scratch, or "prewarmed" (a stem cell).
+        # How its sandbox came to be: "created" from scratch, "prewarmed" (a stem cell), or
+        # "forked" from its function's zygote.
         self.start_path = "created"
         self.sandbox: SafeSandbox | None = None
         self._on_slot_free = on_slot_free
@@ -106,6 +107,8 @@ class Replica(asyncio.Protocol):
         self._death_reason: str | None = None
         self._kill_reason: str | None = None
         self._background = Background()
+        # A zygote's reports of how its forks ended (pool/zygote.py).
+        self.on_report: Callable[[dict[str, Any]], None] | None = None
         # Kept rather than looked up per call (asyncio's lookup costs a getpid() syscall).
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
@@ -146,6 +149,14 @@ class Replica(asyncio.Protocol):
         self.init_ms = (time.perf_counter() - t0) * 1000
         self.alive = True
         self._startup = None
+
+    async def attach(self, sandbox: SafeSandbox) -> None:
+        """Attach to a sandbox whose runtime is ready already (a fork of a zygote)."""
+        loop = self._loop = asyncio.get_running_loop()
+        self.sandbox = sandbox
+        sandbox.exited.add_done_callback(self._on_exit)
+        await loop.create_unix_connection(lambda: self, sock=sandbox.channel)
+        self.alive = True
 
     async def destroy(self, reason: str = "destroyed") -> None:
         self._die(reason, ReplicaFailed(f"replica {reason}"))
@@ -300,6 +311,9 @@ class Replica(asyncio.Protocol):
                     self._background.spawn(self.sandbox.destroy())
             elif self.alive:
                 self._on_slot_free(self)
+        elif t == "exit":
+            if self.on_report is not None:
+                self.on_report(head)
         elif self._startup is not None and not self._startup.done():
             self._startup.set_result(head)
 

@@ -110,6 +110,8 @@ class ExitStatus:
             except ValueError:
                 name = str(self.signal)
             return f"killed by signal {name}"
+        if self.returncode is None:  # a forked replica: not the platform's child
+            return "ended"
         return f"exited with code {self.returncode}"
 
 
@@ -133,10 +135,27 @@ class SandboxBackend(Protocol):
     # Guarantees the backend gives, e.g. {"rlimits"} or {"namespaces", "cgroups", "seccomp"};
     # "mounts": it mounts SandboxSpec.secrets at SECRETS_DIR (else the files stay where
     # they are on the host, named by FAASBOX_SECRETS_DIR); "prewarm": it makes stem cells
-    # and implements ``Prewarming``.
+    # and implements ``Prewarming``; "fork": it implements ``Forking``.
     capabilities: frozenset[str]
 
     async def create(self, spec: SandboxSpec, on_output: OutputSink) -> Sandbox: ...
+
+
+class Forking(Protocol):
+    """What a backend with the ``fork`` capability adds (see ``sandbox/forked.py``)."""
+
+    async def fork(
+        self,
+        zygote: socket.socket,
+        sandbox_id: str,
+        limits: Limits,
+        on_output: OutputSink,
+        timeout: float,
+    ) -> Sandbox:
+        """A new replica forked by the zygote whose channel's host end is ``zygote`` (a
+        runtime initialised with ``zygote: true`` in a sandbox of this backend), in its own
+        cgroup with ``limits``. It dies with the zygote's sandbox."""
+        ...
 
 
 class Prewarming(Protocol):

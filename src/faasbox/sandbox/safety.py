@@ -9,7 +9,9 @@ from typing import cast
 from faasbox.errors import SandboxDead
 from faasbox.sandbox.api import (
     ExitStatus,
+    Forking,
     Injection,
+    Limits,
     OutputSink,
     Prewarming,
     Sandbox,
@@ -53,6 +55,18 @@ class SafeSandbox:
         # Reading the exit status stays allowed after destroy: it is how callers learn why.
         return self._inner.exited
 
+    def report_exit(self, code: int) -> None:
+        """How a forked sandbox's process ended, as its zygote saw it (``sandbox/forked``)."""
+        report = getattr(self._inner, "report_exit", None)
+        if report is not None:
+            report(code)
+
+    @property
+    def ns_pid(self) -> int | None:
+        """A forked sandbox's pid as its zygote knows it."""
+        pid: int | None = getattr(self._inner, "ns_pid", None)
+        return pid
+
     async def destroy(self) -> None:
         self._destroyed = True
         if self._destroy_task is None:
@@ -79,3 +93,17 @@ class SafeBackend:
             raise RuntimeError(f"sandbox {sandbox.id} already serves a function")
         sandbox.injected = True
         await cast(Prewarming, self._inner).inject(sandbox.id, injection)
+
+    async def fork(
+        self,
+        zygote: SafeSandbox,
+        sandbox_id: str,
+        limits: Limits,
+        on_output: OutputSink,
+        timeout: float,
+    ) -> SafeSandbox:
+        """A replica forked by the zygote running in ``zygote`` (backends with ``fork``)."""
+        if "fork" not in self.capabilities:
+            raise RuntimeError(f"the {self.name} backend does not fork replicas")
+        inner = cast(Forking, self._inner)
+        return SafeSandbox(await inner.fork(zygote.channel, sandbox_id, limits, on_output, timeout))

@@ -12,6 +12,18 @@ Every frame is ``<II`` (header length, body length), a JSON header, then raw bod
                      "concurrency": N, "max_response": bytes,
                      "env": {name: value}}                                 once
     runtime → host  {"t": "ready", "init_ms": f} | {"t": "init_error", "type", "message"}
+
+With ``"zygote": true`` in init the runtime, once ready, serves no call: it is the
+function's zygote and forks replicas that have the function imported already:
+
+    host → zygote   {"t": "fork"}, with three descriptors (SCM_RIGHTS): the new replica's
+                    channel, stdout and stderr
+    fork → host     {"t": "ready", "init_ms": 0, "pid": N} on its new channel (the host
+                    learns its pid from the kernel: SO_PASSCRED), then runs as below
+    zygote → host   {"t": "exit", "pid": N, "code": C} when a fork ended (its pid as it
+                    said in ready; C is an exit code, or -signal)
+
+Otherwise (and in each fork):
     host → runtime  {"t": "run", "id": N, "cid": call_id, "m": method, "p": path,
                      "q": query, "h": [[k, v]...], "dl": unix_deadline} + body
     runtime → host  {"t": "res", "id": N, "s": status, "h": [[k, v]...]} + body
@@ -320,6 +332,16 @@ def user_traceback(exc: BaseException, code: str, layers: list[str]) -> str:
     return text
 
 
+def _recv_fds(sock: _socket.socket, size: int, fds: list[int]) -> bytes:
+    """``sock.recv(size)``, appending any descriptors that come with the bytes to ``fds``."""
+    data, ancillary, _, _ = sock.recvmsg(size, _socket.CMSG_SPACE(16 * 4))
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds += [int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4)]
+    return data
+
+
 def _signature(fn: Any) -> tuple[bool, int]:
     """(is it a coroutine function, how many positional parameters), from the code object
     for a plain function; ``inspect`` (~12 ms to import) only for other callables."""
@@ -381,6 +403,9 @@ class Runtime:
         self.slots: asyncio.Semaphore | None = None
         self.code = ""
         self.layers: list[str] = []
+        # Descriptors received with frames, collected until init and by a zygote.
+        self.fds: list[int] | None = []
+        self.zygote = False
 
     # -- channel -----------------------------------------------------------------
     def send(self, head: dict[str, Any], body: bytes = b"") -> None:
@@ -395,7 +420,11 @@ class Runtime:
     def _fill(self, n: int) -> bool:
         rbuf = self.rbuf
         while len(rbuf) < n:
-            chunk = self.sock.recv(65536 if n - len(rbuf) <= 65536 else n - len(rbuf))
+            size = 65536 if n - len(rbuf) <= 65536 else n - len(rbuf)
+            if self.fds is not None:  # descriptors may come with the frame (SCM_RIGHTS)
+                chunk = _recv_fds(self.sock, size, self.fds)
+            else:
+                chunk = self.sock.recv(size)
             if not chunk:
                 return False
             rbuf += chunk
@@ -448,24 +477,98 @@ class Runtime:
             self.handler = fn
             self.is_async, positional = _signature(fn)
             self.classic = positional == 1
-            concurrency = int(msg.get("concurrency", 1))
-            self.concurrency = concurrency
-            if self.is_async:
-                import asyncio
-                import threading
-
-                self.loop = asyncio.new_event_loop()
-                threading.Thread(target=self.loop.run_forever, daemon=True).start()
-            elif concurrency > 1:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self.executor = ThreadPoolExecutor(concurrency, thread_name_prefix="invoke")
+            self.concurrency = int(msg.get("concurrency", 1))
+            self.zygote = bool(msg.get("zygote"))
+            if not self.zygote:
+                self._start_workers()
         except BaseException as exc:  # report any import failure to the host
             sys.stderr.write(user_traceback(exc, self.code, self.layers))
             sys.stderr.flush()
             self.send({"t": "init_error", "type": type(exc).__name__, "message": str(exc)})
             raise SystemExit(3) from None
         self.send({"t": "ready", "init_ms": (time.perf_counter() - t0) * 1000})
+
+    def _start_workers(self) -> None:
+        """The event loop (async handlers) or the thread pool (concurrency > 1): made after
+        any fork, so that no process ever forks with threads of its own."""
+        if self.is_async:
+            import asyncio
+            import threading
+
+            self.loop = asyncio.new_event_loop()
+            threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        elif self.concurrency > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="invoke")
+
+    # -- zygote ------------------------------------------------------------------
+    def _zygote(self) -> None:
+        """Serve as this function's zygote: run no call, and on each ``fork`` frame (which
+        brings three descriptors: a channel, a stdout and a stderr) fork a new replica that
+        has the function imported already. The forks live in this sandbox's namespaces and
+        die with it; the host gives each a cgroup of its own."""
+        import _signal
+        import gc
+
+        def reap(signum: int, frame: Any) -> None:
+            # Tell the host how each fork ended (the host is not their parent).
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if not pid:
+                    return
+                code = os.waitstatus_to_exitcode(status)
+                try:  # noqa: SIM105
+                    self.send({"t": "exit", "pid": pid, "code": code})
+                except OSError:
+                    pass
+
+        _signal.signal(_signal.SIGCHLD, reap)
+        # What the zygote holds is shared with every fork until written: keep the
+        # collector from writing to it (reference counts still do).
+        gc.freeze()
+        self.fds = []
+        while True:
+            msg = self.recv()
+            if msg is None:
+                return
+            if msg[0].get("t") != "fork" or len(self.fds) < 3:
+                continue
+            channel, out, err = self.fds[:3]
+            del self.fds[:3]
+            try:
+                if os.fork() == 0:
+                    self._become_fork(channel, out, err)
+            except OSError as exc:  # e.g. the pids limit: the host's wait for it times out
+                sys.stderr.write(f"zygote: fork failed: {exc}\n")
+            for fd in (channel, out, err):
+                os.close(fd)
+
+    def _become_fork(self, channel: int, out: int, err: int) -> None:
+        """In a process forked by the zygote: take the host's descriptors for this replica
+        (its channel, its stdout and stderr), say ready, serve until the channel closes."""
+        try:
+            import _signal
+
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+            self.sock.close()
+            os.dup2(out, 1)
+            os.dup2(err, 2)
+            os.close(out)
+            os.close(err)
+            for stream in (sys.stdout, sys.stderr):
+                if isinstance(stream, TaggedStream):
+                    stream._lock = _thread.allocate_lock()
+            self.sock, self.rbuf, self.fds = _socket.socket(fileno=channel), bytearray(), None
+            self.send_lock = _thread.allocate_lock()
+            self._start_workers()
+            self.send({"t": "ready", "init_ms": 0.0, "pid": os.getpid()})
+            self._serve_calls()
+        finally:
+            os._exit(0)
 
     # -- invocations -------------------------------------------------------------
     def _args(self, head: dict[str, Any], body: bytes) -> tuple[Any, ...]:
@@ -531,6 +634,13 @@ class Runtime:
         if msg[0].get("t") != "init":
             raise SystemExit(f"expected init, got {msg[0].get('t')!r}")
         self.init(msg[0])
+        if self.zygote:
+            self._zygote()
+            return
+        self.fds = None
+        self._serve_calls()
+
+    def _serve_calls(self) -> None:
         while True:
             msg = self.recv()
             if msg is None:
