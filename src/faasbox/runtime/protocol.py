@@ -28,15 +28,23 @@ MAX_HEADER = 1024 * 1024
 BOOTSTRAP = Path(__file__).parent / "python" / "bootstrap.py"
 
 
-def compiled_bootstrap(directory: Path) -> Path:
+def compiled_bootstrap(fallback: Path) -> Path:
     """The runtime compiled for this interpreter, as a file the sandboxed interpreter can
-    run (``python bootstrap-….pyc``): compiling its source costs every cold start ~15 ms,
+    run (``python bootstrap….pyc``): compiling its source costs every cold start ~15 ms,
     and a runtime run as a script never has its bytecode cached. Written once per content
     (the name holds a hash of the source and the interpreter's magic number), atomically,
-    readable by the sandbox's user."""
+    readable by the sandbox's user: in the runtime's own ``__pycache__`` (which sandboxes
+    see with the source), else in ``fallback`` when the installation is read-only."""
+    try:
+        return _compile_into(BOOTSTRAP.parent / "__pycache__")
+    except OSError:
+        return _compile_into(fallback)
+
+
+def _compile_into(directory: Path) -> Path:
     source = BOOTSTRAP.read_bytes()
     digest = hashlib.sha256(source + importlib.util.MAGIC_NUMBER).hexdigest()[:16]
-    target = directory / f"bootstrap-{sys.implementation.cache_tag}-{digest}.pyc"
+    target = directory / f"bootstrap.{sys.implementation.cache_tag}.faasbox-{digest}.pyc"
     if target.exists():
         return target
     directory.mkdir(parents=True, exist_ok=True)
@@ -47,7 +55,7 @@ def compiled_bootstrap(directory: Path) -> Path:
     tmp.write_bytes(data)
     tmp.chmod(0o644)
     tmp.replace(target)
-    for old in directory.glob("bootstrap-*.pyc"):
+    for old in directory.glob("bootstrap.*.faasbox-*.pyc"):
         if old != target:
             old.unlink(missing_ok=True)
     return target

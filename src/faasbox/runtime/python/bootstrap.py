@@ -527,6 +527,9 @@ class Runtime:
                     pass
 
         _signal.signal(_signal.SIGCHLD, reap)
+        # As its sandbox's init (PID 1) the zygote gets only the signals it handles: not
+        # SIGINT (a fork could otherwise end it and, with it, every replica).
+        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
         # What the zygote holds is shared with every fork until written: keep the
         # collector from writing to it (reference counts still do).
         gc.freeze()
@@ -554,6 +557,7 @@ class Runtime:
             import _signal
 
             _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+            _signal.signal(_signal.SIGINT, _signal.default_int_handler)
             self.sock.close()
             os.dup2(out, 1)
             os.dup2(err, 2)

@@ -120,7 +120,9 @@ def find_runc() -> str | None:
 class OciBackend(ProcessBackend):
     name = "oci"
     # The same guarantees as the namespaces backend (without its stem cells).
-    capabilities = NamespacesBackend.capabilities
+    # Forking replicas (zygotes) is the namespaces backend's alone: runc would have to
+    # adopt a process it did not start.
+    capabilities = NamespacesBackend.capabilities - {"fork"}
     # runc hands the container only descriptors 3 .. 3 + N - 1 (--preserve-fds N).
     channel_fd = 3
 
