@@ -151,3 +151,46 @@ def test_no_zygotes_flag_creates_every_replica(tmp_path: Path) -> None:
             assert len({r.json()["imports"][0] for r in rs}) == 2
     finally:
         srv.stop()
+
+
+ATTACK = """
+import errno, os, resource, signal
+
+def _try(fn):
+    try:
+        fn()
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+    return "done"
+
+def handle(event, context):
+    zygote = os.getppid()
+    return {
+        "zygote": zygote,
+        "kill": _try(lambda: os.kill(zygote, signal.SIGKILL)),
+        "kill_all": _try(lambda: os.kill(-1, signal.SIGKILL)),
+        "pidfd": _try(lambda: os.pidfd_open(zygote)),
+        "mem": _try(lambda: open(f"/proc/{zygote}/mem", "rb").close()),
+        "limit": _try(lambda: resource.prlimit(zygote, resource.RLIMIT_NPROC, (1, 1))),
+    }
+"""
+
+
+def test_forks_cannot_end_or_harm_their_zygote(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", "--backend", "namespaces").start()
+    try:
+        with srv.client() as c:
+            deploy(c, "zy-attack", ATTACK)
+            r = c.get("/function/zy-attack")
+            assert r.status_code == 200, r.text
+            out = r.json()
+            assert out["zygote"] > 1, out
+            for key in ("kill", "kill_all", "pidfd", "limit"):
+                assert out[key] == "EPERM", out
+            assert out["mem"] in ("EACCES", "EPERM"), out
+            # Everything still works: the same zygote forks the next replica.
+            c.post("/system/scale-function/zy-attack", json={"replicas": 3}).raise_for_status()
+            wait_for(lambda: c.get("/system/function/zy-attack").json()["replicas"] == 3)
+            assert c.get("/function/zy-attack").json()["zygote"] == out["zygote"]
+    finally:
+        srv.stop()

@@ -332,6 +332,67 @@ def user_traceback(exc: BaseException, code: str, layers: list[str]) -> str:
     return text
 
 
+class _ZygoteGuard:
+    """What keeps a zygote's forks from ending it: the zygote is made non-dumpable (no
+    ``/proc/<pid>/mem``, no ptrace even for its own user), and each fork installs, over the
+    sandbox's filter, a seccomp filter that refuses (EPERM) the calls that signal or limit
+    a process by pid when the pid is the zygote's, or -1 (every process). x86-64 only;
+    elsewhere a fork fails closed (exits) rather than run unguarded."""
+
+    # seccomp_data offsets, BPF opcodes, return values (linux/seccomp.h, linux/filter.h)
+    _ARCH_X86_64 = 0xC000003E
+    _LD, _JEQ, _RET = 0x20, 0x15, 0x06
+    _ALLOW, _KILL, _EPERM = 0x7FFF0000, 0x80000000, 0x00050000 | 1
+    # kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_open, prlimit64:
+    # the first argument is the target pid.
+    _BY_PID = (62, 200, 234, 129, 297, 434, 302)
+
+    def __init__(self, zygote_pid: int) -> None:
+        import ctypes
+
+        self._ctypes = ctypes
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        if self._libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE, 0
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+        self.program = self._program(zygote_pid)
+
+    @classmethod
+    def _program(cls, zygote_pid: int) -> bytes:
+        ins = struct.Struct("<HBBI").pack
+        n = len(cls._BY_PID)
+        code = [
+            ins(cls._LD, 0, 0, 4),  # arch
+            ins(cls._JEQ, 1, 0, cls._ARCH_X86_64),
+            ins(cls._RET, 0, 0, cls._KILL),
+            ins(cls._LD, 0, 0, 0),  # syscall number
+        ]
+        # Each test jumps, when equal, over the remaining tests and the ALLOW after them.
+        code += [ins(cls._JEQ, n - i, 0, nr) for i, nr in enumerate(cls._BY_PID)]
+        code += [
+            ins(cls._RET, 0, 0, cls._ALLOW),
+            ins(cls._LD, 0, 0, 16),  # low 32 bits of the first argument: the pid
+            ins(cls._JEQ, 2, 0, zygote_pid),
+            ins(cls._JEQ, 1, 0, 0xFFFFFFFF),  # -1
+            ins(cls._RET, 0, 0, cls._ALLOW),
+            ins(cls._RET, 0, 0, cls._EPERM),
+        ]
+        return b"".join(code)
+
+    def apply(self) -> None:
+        ctypes = self._ctypes
+        if os.uname().machine != "x86_64":
+            raise OSError("the zygote guard has no filter for this architecture")
+
+        class Prog(ctypes.Structure):
+            _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+        buf = ctypes.create_string_buffer(self.program, len(self.program))
+        prog = Prog(len(self.program) // 8, ctypes.addressof(buf))
+        # PR_SET_SECCOMP, SECCOMP_MODE_FILTER (no_new_privs is set by the sandbox)
+        if self._libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
+
+
 def _recv_fds(sock: _socket.socket, size: int, fds: list[int]) -> bytes:
     """``sock.recv(size)``, appending any descriptors that come with the bytes to ``fds``."""
     data, ancillary, _, _ = sock.recvmsg(size, _socket.CMSG_SPACE(16 * 4))
@@ -527,9 +588,10 @@ class Runtime:
                     pass
 
         _signal.signal(_signal.SIGCHLD, reap)
-        # As its sandbox's init (PID 1) the zygote gets only the signals it handles: not
-        # SIGINT (a fork could otherwise end it and, with it, every replica).
-        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+        # The forks run as the zygote's user: they must not be able to end it (and with
+        # it their sandbox) or write its memory. Non-dumpable, /proc/<pid>/mem is closed
+        # to them; each fork filters its own signals (``_guard``).
+        guard = _ZygoteGuard(os.getpid())
         # What the zygote holds is shared with every fork until written: keep the
         # collector from writing to it (reference counts still do).
         gc.freeze()
@@ -544,20 +606,21 @@ class Runtime:
             del self.fds[:3]
             try:
                 if os.fork() == 0:
-                    self._become_fork(channel, out, err)
+                    self._become_fork(channel, out, err, guard)
             except OSError as exc:  # e.g. the pids limit: the host's wait for it times out
                 sys.stderr.write(f"zygote: fork failed: {exc}\n")
             for fd in (channel, out, err):
                 os.close(fd)
 
-    def _become_fork(self, channel: int, out: int, err: int) -> None:
+    def _become_fork(self, channel: int, out: int, err: int, guard: _ZygoteGuard) -> None:
         """In a process forked by the zygote: take the host's descriptors for this replica
         (its channel, its stdout and stderr), say ready, serve until the channel closes."""
         try:
             import _signal
 
             _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
-            _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+            os.setsid()  # its own process group: kill(0, ...) reaches no sibling
+            guard.apply()
             self.sock.close()
             os.dup2(out, 1)
             os.dup2(err, 2)

@@ -221,10 +221,6 @@ class NamespacesBackend(ProcessBackend):
             # root-owned host files such as /proc/sys writable to it.
             "--unshare-ipc",
             "--unshare-pid",
-            # The runtime is the PID namespace's init: the kernel delivers it no signal
-            # from inside the sandbox that it has no handler for (SIGKILL included), so a
-            # function's zygote survives what its forks send it.
-            "--as-pid-1",
             "--unshare-uts",
             "--unshare-cgroup",
             "--unshare-net",
