@@ -12,6 +12,7 @@ import uvicorn
 
 from faasbox.config import Settings
 from faasbox.gateway.app import create_app
+from faasbox.gateway.fastlane import protocol_for
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -36,7 +37,8 @@ async def serve(
         app,
         loop="none",
         interface="asgi3",
-        http="httptools",
+        # uvicorn's httptools protocol, with a fast lane for warm /function/ calls.
+        http=protocol_for(app.invoke),
         lifespan="on",
         log_level=log_level,
         access_log=False,

@@ -6,14 +6,25 @@ registry lookup for a warm function: the activation record and metrics are buffe
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
-from faasbox.errors import FaasboxError, FunctionNotFound, FunctionNotReady, PayloadTooLarge
+from faasbox.deployment import Deployment
+from faasbox.errors import (
+    FaasboxError,
+    FunctionNotFound,
+    FunctionNotReady,
+    NotStarted,
+    PayloadTooLarge,
+)
 from faasbox.gateway.errors import error_json
 from faasbox.platform import Platform
+from faasbox.pool.pool import FunctionPool, Invocation
+from faasbox.pool.replica import Response
 
 Scope = dict[str, Any]
 PREFIX = "/function/"
@@ -63,6 +74,10 @@ async def read_body(receive: Any, scope: Scope, limit: int) -> bytes:
 
 
 class InvokeHandler:
+    """Serves ``/function/...``: as an ASGI app (``__call__``), and through ``fast`` for the
+    HTTP protocol's fast lane (``gateway/fastlane.py``), which calls a warm replica with no
+    task and no ASGI messages."""
+
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self.pools = platform.deployer.pools
@@ -74,79 +89,203 @@ class InvokeHandler:
         self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        path: str = scope["path"]
-        name, _, rest = path[len(PREFIX) :].partition("/")
+        name = scope["path"][len(PREFIX) :].partition("/")[0]
+        pool = self.pools.get(name)
+        limit = self.max_request
+        if pool is not None:
+            limit = min(pool.deployment.max_request, limit)
+        try:
+            body = await read_body(receive, scope, limit)
+        except FaasboxError as exc:
+            status, headers, rbody = self._finish(name, pool is not None, *self._begin(), exc)
+        else:
+            status, headers, rbody = await self.serve(
+                scope["path"], scope["method"], scope["query_string"], scope["headers"], body
+            )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": rbody})
+
+    def _begin(self) -> tuple[str, int, float]:
         # The counter through an odd multiplier (a bijection on 64 bits): unique per start,
         # and different in its first characters from call to call, where people look.
         call_id = f"{next(self._ids) * _MIX & _MASK64:016x}{self._id_prefix}"
-        start_ns = time.time_ns()
-        t0 = time.perf_counter()
+        return call_id, time.time_ns(), time.perf_counter()
+
+    @staticmethod
+    def _head(
+        d: Deployment,
+        call_id: str,
+        start_ns: int,
+        method: str,
+        rest: str,
+        query: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+    ) -> dict[str, Any]:
+        return {
+            "t": "run",
+            "cid": call_id,
+            "m": method,
+            "p": "/" + rest,
+            "q": query.decode("latin-1"),
+            "h": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in raw_headers],
+            "dl": start_ns / 1e9 + d.timeout,
+        }
+
+    async def serve(
+        self,
+        path: str,
+        method: str,
+        query: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One call, any state of its function (cold, queued, missing): status, headers,
+        body."""
+        name, _, rest = path[len(PREFIX) :].partition("/")
+        call_id, start_ns, t0 = self._begin()
         pool = self.pools.get(name)
-        version = 0
-        replica = ""
-        cold_ms: float | None = None
-        start_path = ""
-        error = ""
+        outcome: Invocation | FaasboxError
         try:
             if pool is None:
                 await self._missing(name)
             deployment = pool.deployment
-            body = await read_body(receive, scope, min(deployment.max_request, self.max_request))
-            headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
-            head = {
-                "t": "run",
-                "cid": call_id,
-                "m": scope["method"],
-                "p": "/" + rest,
-                "q": scope["query_string"].decode("latin-1"),
-                "h": headers,
-                "dl": start_ns / 1e9 + deployment.timeout,
-            }
-            result = await pool.invoke(head, body)
-            status, rheaders, rbody = result.response
-            version = result.version
-            replica = result.replica
-            if result.cold:
-                cold_ms = result.init_ms
-                start_path = result.start_path
+            if len(body) > min(deployment.max_request, self.max_request):
+                raise PayloadTooLarge(
+                    f"request body of {len(body)} bytes exceeds the limit of "
+                    f"{min(deployment.max_request, self.max_request)} bytes"
+                )
+            head = self._head(deployment, call_id, start_ns, method, rest, query, raw_headers)
+            outcome = await pool.invoke(head, body)
+        except FaasboxError as exc:
+            outcome = exc
+        return self._finish(name, pool is not None, call_id, start_ns, t0, outcome)
+
+    def fast(
+        self,
+        path: str,
+        method: str,
+        query: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        respond: Callable[[int, list[tuple[bytes, bytes]], bytes], None],
+    ) -> bool:
+        """Start a call on a free warm replica and answer through ``respond`` when it ends;
+        False (nothing started) when the call needs ``serve``: no free replica, an unknown
+        function, a body over the limit."""
+        name, _, rest = path[len(PREFIX) :].partition("/")
+        pool = self.pools.get(name)
+        if pool is None:
+            return False
+        d = pool.deployment
+        if len(body) > d.max_request or len(body) > self.max_request:
+            return False
+        replica = pool.take_free() or pool.take_queued()
+        if replica is None:
+            return False
+        call_id, start_ns, t0 = self._begin()
+        head = self._head(d, call_id, start_ns, method, rest, query, raw_headers)
+        replica.last_used = time.monotonic()
+        try:
+            fut = replica.call(head, body, d.timeout)
+        except FaasboxError as exc:
+            exc.replica, exc.version = replica.id, replica.version
+            respond(*self._finish(name, True, call_id, start_ns, t0, exc))
+            return True
+
+        def done(f: asyncio.Future[Response]) -> None:
+            exc = f.exception()
+            if isinstance(exc, NotStarted):
+                # Queued behind a call that killed its replica: run it elsewhere.
+                task = asyncio.ensure_future(
+                    self._retry(name, pool, head, body, call_id, start_ns, t0)
+                )
+                task.add_done_callback(lambda t: respond(*t.result()))
+                return
+            outcome: Invocation | FaasboxError
+            if exc is None:
+                outcome = Invocation(f.result(), False, 0.0, replica.id, replica.version)
+            elif isinstance(exc, FaasboxError):
+                exc.replica, exc.version = replica.id, replica.version
+                outcome = exc
+            else:
+                raise exc
+            respond(*self._finish(name, True, call_id, start_ns, t0, outcome))
+
+        fut.add_done_callback(done)
+        return True
+
+    async def _retry(
+        self,
+        name: str,
+        pool: FunctionPool,
+        head: dict[str, Any],
+        body: bytes,
+        call_id: str,
+        start_ns: int,
+        t0: float,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        outcome: Invocation | FaasboxError
+        try:
+            outcome = await pool.invoke(head, body)
+        except FaasboxError as exc:
+            outcome = exc
+        return self._finish(name, True, call_id, start_ns, t0, outcome)
+
+    def _finish(
+        self,
+        name: str,
+        known: bool,
+        call_id: str,
+        start_ns: int,
+        t0: float,
+        outcome: Invocation | FaasboxError,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The response's status, headers and body; the call's metrics and activation."""
+        cold_ms: float | None = None
+        start_path = error = ""
+        if isinstance(outcome, FaasboxError):
+            status, rbody, out = (
+                outcome.status,
+                error_json(outcome.status, outcome.code, outcome.message),
+                list(_JSON),
+            )
+            error = f"{outcome.code}: {outcome.message}"
+            replica, version, cold_ms = outcome.replica, outcome.version, outcome.cold_ms
+        else:
+            status, rheaders, rbody = outcome.response
+            version, replica = outcome.version, outcome.replica
+            if outcome.cold:
+                cold_ms = outcome.init_ms
+                start_path = outcome.start_path
             out = [
                 (k.lower().encode("latin-1"), v.encode("latin-1", "replace"))
                 for k, v in rheaders
                 if k.lower() not in _DROP
             ]
-        except FaasboxError as exc:
-            status, rbody, out = (
-                exc.status,
-                error_json(exc.status, exc.code, exc.message),
-                list(_JSON),
-            )
-            error = f"{exc.code}: {exc.message}"
-            replica, version, cold_ms = exc.replica, exc.version or version, exc.cold_ms
         duration = time.perf_counter() - t0
         out.append((b"content-length", str(len(rbody)).encode()))
         out.append((b"x-call-id", call_id.encode()))
         out.append((b"x-start-time", str(start_ns).encode()))
         out.append((b"x-duration-seconds", f"{duration:.6f}".encode()))
         out.append((b"x-faasbox-cold-start", b"true" if cold_ms is not None else b"false"))
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": rbody})
-        if pool is not None:
+        if known:
             self.metrics.observe(name, status, duration, cold_ms, start_path)
             self.activations.add(
                 (
                     call_id,
                     name,
-                    version,
+                    version or 0,
                     start_ns,
                     duration,
                     status,
                     cold_ms is not None,
                     cold_ms or 0.0,
-                    replica,
+                    replica or "",
                     error,
                     start_path,
                 )
             )
+        return status, out, rbody
 
     async def _missing(self, name: str) -> NoReturn:
         rec = await self.platform.store.get_function(name)

@@ -71,7 +71,7 @@ class FunctionPool:
     # -- hot path ------------------------------------------------------------------
     async def invoke(self, head: dict[str, Any], body: bytes) -> Invocation:
         for attempt in range(3):
-            replica = self._take_free()
+            replica = self.take_free()
             cold = False
             if replica is None:
                 replica, cold = await self._acquire_slow()
@@ -93,7 +93,8 @@ class FunctionPool:
             return Invocation(response, False, 0.0, replica.id, replica.version)
         raise AssertionError("unreachable")
 
-    def _take_free(self) -> Replica | None:
+    def take_free(self) -> Replica | None:
+        """A free slot of a warm replica of the current version, now, or None."""
         free = self._free
         version = self.deployment.version
         while free:
@@ -145,6 +146,14 @@ class FunctionPool:
             return await fut, False
         finally:
             handle.cancel()
+
+    def take_queued(self) -> Replica | None:
+        """At max replicas with every slot busy: a replica with room to queue one more call
+        in its channel, now, or None (what ``invoke`` would otherwise wait or start for)."""
+        d = self.deployment
+        if self._closed or len(self.replicas) + self.starting < d.max_replicas:
+            return None
+        return self._least_loaded()
 
     def _least_loaded(self) -> Replica | None:
         """At max replicas, every slot busy: the replica with the fewest calls, if it has
