@@ -482,10 +482,13 @@ class Runtime:
         rbuf = self.rbuf
         while len(rbuf) < n:
             size = 65536 if n - len(rbuf) <= 65536 else n - len(rbuf)
-            if self.fds is not None:  # descriptors may come with the frame (SCM_RIGHTS)
-                chunk = _recv_fds(self.sock, size, self.fds)
-            else:
-                chunk = self.sock.recv(size)
+            try:
+                if self.fds is not None:  # descriptors may come with the frame (SCM_RIGHTS)
+                    chunk = _recv_fds(self.sock, size, self.fds)
+                else:
+                    chunk = self.sock.recv(size)
+            except ConnectionError:  # the host closed the channel with our frames unread
+                return False
             if not chunk:
                 return False
             rbuf += chunk

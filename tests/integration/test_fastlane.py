@@ -1,0 +1,116 @@
+"""HTTP semantics of the warm path's fast lane (gateway/fastlane.py), over raw sockets:
+what uvicorn guaranteed before must hold for calls that skip its ASGI cycle."""
+
+from __future__ import annotations
+
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.support import Server, deploy
+
+ECHO = """
+import time
+
+def handle(event, context):
+    time.sleep(float(event.query.get("sleep", 0)))
+    return f"{event.method} {event.path} {event.query.get('i', '')} {len(event.body)}"
+"""
+
+
+def _connect(server: Server) -> socket.socket:
+    u = urlsplit(server.url)
+    assert u.hostname is not None and u.port is not None
+    return socket.create_connection((u.hostname, u.port), timeout=10)
+
+
+def _read_responses(sock: socket.socket, count: int) -> list[tuple[str, dict[str, str], bytes]]:
+    """``count`` responses (status line, headers, body by content-length) from ``sock``."""
+    buf = b""
+    out: list[tuple[str, dict[str, str], bytes]] = []
+    while len(out) < count:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed after {len(out)} responses: {buf!r}")
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(buf) < length:
+            buf += sock.recv(65536)
+        out.append((lines[0], headers, buf[:length]))
+        buf = buf[length:]
+    return out
+
+
+def test_pipelined_requests_answer_in_order(client: httpx.Client, server: Server) -> None:
+    deploy(client, "fl-echo", ECHO)
+    assert client.get("/function/fl-echo").status_code == 200  # warm
+    with _connect(server) as sock:
+        sock.sendall(
+            b"GET /function/fl-echo/a?i=1&sleep=0.2 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /function/fl-echo/b?i=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+            b"GET /system/functions HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /function/fl-echo/c?i=3 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        responses = _read_responses(sock, 4)
+    assert [r[0].split()[1] for r in responses] == ["200"] * 4, responses
+    assert responses[0][2] == b"GET /a 1 0"
+    assert responses[1][2] == b"POST /b 2 5"
+    assert b"fl-echo" in responses[2][2]  # a management route between two fast calls
+    assert responses[3][2] == b"GET /c 3 0"
+    assert all("x-call-id" in r[1] for r in (responses[0], responses[1], responses[3]))
+
+
+def test_http_10_gets_its_answer_and_the_connection_closes(
+    client: httpx.Client, server: Server
+) -> None:
+    deploy(client, "fl-old", ECHO)
+    client.get("/function/fl-old")
+    with _connect(server) as sock:
+        sock.sendall(b"GET /function/fl-old?i=7 HTTP/1.0\r\n\r\n")
+        [(status, headers, body)] = _read_responses(sock, 1)
+        assert status.split()[1] == "200" and body == b"GET / 7 0"
+        assert headers.get("connection") == "close"
+        sock.settimeout(5)
+        assert sock.recv(1) == b"", "the server closes an HTTP/1.0 connection"
+
+
+def test_requests_outside_the_lane_still_work(client: httpx.Client, server: Server) -> None:
+    deploy(client, "fl-other", ECHO)
+    client.get("/function/fl-other")
+    # HEAD, a chunked body and Expect: 100-continue go through uvicorn's own cycle.
+    head = client.head("/function/fl-other")
+    assert head.status_code == 200 and head.content == b""
+    chunked = client.post("/function/fl-other", content=iter([b"ab", b"cde"]))
+    assert chunked.text == "POST /  5"
+    with _connect(server) as sock:
+        sock.sendall(
+            b"POST /function/fl-other HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b"xyz")
+        [(status, _, body)] = _read_responses(sock, 1)
+        assert status.split()[1] == "200" and body == b"POST /  3"
+    # Unknown function and a body over the limit: the usual JSON errors.
+    assert client.get("/function/fl-nobody").status_code == 404
+    big = client.post("/function/fl-other", content=b"x" * (7 * 1024 * 1024))
+    assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
+
+
+def test_a_client_that_hangs_up_mid_call_leaves_the_lane_usable(
+    client: httpx.Client, server: Server
+) -> None:
+    deploy(client, "fl-gone", ECHO)
+    client.get("/function/fl-gone")
+    with _connect(server) as sock:
+        sock.sendall(b"GET /function/fl-gone?sleep=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.1)
+    time.sleep(0.6)  # the call finishes with nobody to answer
+    for i in range(5):
+        assert client.get(f"/function/fl-gone?i={i}").text == f"GET / {i} 0"
