@@ -6,7 +6,7 @@ there, for a Python hello and for a function that imports numpy (the import cach
     bench/run zygote [--samples 30] [--no-write]
 
 Two `faasbox up --backend namespaces --prewarm 2` in the same run: one with zygotes (the
-default), one with `--no-zygotes`. Each sample: the function is scaled to zero, then to
+default), one with `--zygotes off`. Each sample: the function is scaled to zero, then to
 exactly one warm replica; a slow call (?sleep=0.3) takes that replica; then one call is timed, which
 must start a second replica (X-Faasbox-Cold-Start: true) — forked from the zygote, or a
 prewarmed sandbox with the import (a created one when the pool is empty). Its activation
@@ -150,7 +150,7 @@ def main() -> None:
         try:
             for mode, extra in (
                 ("zygote", ["--prewarm", "2"]),
-                ("prewarmed", ["--prewarm", "2", "--no-zygotes"]),
+                ("prewarmed", ["--prewarm", "2", "--zygotes", "off"]),
             ):
                 url, proc = start(procs, Path(tmp) / f"data-{mode}", extra)
                 with (
@@ -185,7 +185,7 @@ def render(results: dict[str, dict[str, list[Any]]], args: argparse.Namespace) -
         "per case). Each sample holds the function's one warm replica with a slow call, then "
         "times a call that must start a second replica. *zygote*: `faasbox up` as by default, "
         "the replica forked from the function's zygote (which imported it once); *prewarmed*: "
-        "`--no-zygotes`, the replica takes a prewarmed sandbox and imports the function "
+        "`--zygotes off`, the replica takes a prewarmed sandbox and imports the function "
         "there. `numpy` is a function whose module imports numpy (its dependency layer "
         "built from requirements.txt at deploy).",
         "",

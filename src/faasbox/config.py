@@ -25,5 +25,6 @@ class Settings:
     # ``prewarm`` (0: none), up to ``prewarm_max`` while cold starts are frequent.
     prewarm: int = 2
     prewarm_max: int = 8
-    # Fork replicas from each function's zygote (backends with the "fork" capability).
-    zygotes: bool = True
+    # Fork replicas from each function's zygote (backends with the "fork" capability):
+    # "scale" every replica but a function's first, "always" every one, "off" none.
+    zygotes: str = "scale"

@@ -119,9 +119,7 @@ def check_isolation(srv: Server, backend: str) -> None:
                 "Seccomp": "2",  # filter mode
                 "NoNewPrivs": "1",
                 "CapEff": "0000000000000000",
-                # The sandbox's filter; on namespaces the probe (max replicas > 1) is forked
-                # from its zygote, and a fork adds the zygote guard's filter.
-                "Seccomp_filters": "2" if backend == "namespaces" else "1",
+                "Seccomp_filters": "1",
             }, facts["status"]
             assert facts["unshare_refused"] and facts["mount_refused"]
             assert c.get("/system/function/ns-probe").json()["backend"] == backend

@@ -23,11 +23,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Server, deploy, make_zip
+from tests.support import Server, deploy, make_zip, wait_for
 
 FUNCTIONS = Path(__file__).parent / "functions"
 # Backend -> the tool it runs sandboxes with.
 BACKENDS = {"namespaces": "bwrap", "oci": "runc"}
+# The platforms the suite attacks: each backend, and namespaces with every replica forked
+# from its function's zygote (`--zygotes always`) so that each attack runs in a fork.
+PLATFORMS = {
+    "namespaces": ("namespaces", ()),
+    "namespaces+forked": ("namespaces", ("--zygotes", "always")),
+    "oci": ("oci", ()),
+}
 NEIGHBOUR = "neighbour"
 NEIGHBOUR_EVERY = 0.05
 # A neighbour call slower than this counts as a failure: "keeps answering" means promptly.
@@ -195,13 +202,16 @@ def dir_bytes(root: Path) -> int:
     return total
 
 
-@pytest.fixture(scope="module", params=list(BACKENDS))
+@pytest.fixture(scope="module", params=list(PLATFORMS))
 def hostile(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hostile]:
-    backend: str = request.param
+    platform: str = request.param
+    backend, extra = PLATFORMS[platform]
     _gate(backend)
-    server = Server(tmp_path_factory.mktemp(f"hostile-{backend}") / "data", "--backend", backend)
+    server = Server(
+        tmp_path_factory.mktemp(f"hostile-{platform}") / "data", "--backend", backend, *extra
+    )
     server.start()
     client = server.client(timeout=60.0)
     neighbour: Neighbour | None = None
@@ -214,8 +224,12 @@ def hostile(
             files=bundle("neighbour"),
             labels={"com.openfaas.scale.min": "1"},
         )
+        if extra:  # the neighbour, like every function, runs in a fork of its zygote
+            wait_for(
+                lambda: client.get("/system/info").json()["provider"]["sandbox"]["zygotes"] == 1
+            )
         neighbour = Neighbour(server.url).start()
-        yield Hostile(backend, server, client, neighbour)
+        yield Hostile(platform, server, client, neighbour)
     finally:
         if neighbour is not None:
             neighbour.stop()

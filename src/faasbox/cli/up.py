@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+class ZygoteMode(enum.StrEnum):
+    off = "off"
+    scale = "scale"
+    always = "always"
 
 
 def up(
@@ -66,13 +73,14 @@ def up(
         ),
     ] = 8,
     zygotes: Annotated[
-        bool,
+        ZygoteMode,
         typer.Option(
-            "--zygotes/--no-zygotes",
-            help="Fork a function's further replicas from a warm copy of it, its zygote "
-            "(namespaces backend; functions with max replicas > 1).",
+            metavar="off|scale|always",
+            help="Fork replicas from a warm copy of their function, its zygote (namespaces "
+            "backend; functions with max replicas > 1): scale = every replica but the "
+            "first, always = every replica, off = never.",
         ),
-    ] = True,
+    ] = ZygoteMode.scale,
 ) -> None:
     """Run the platform: gateway, registry, pools and sandboxes in one process."""
     # Imported here, not at the top: the server stack is heavy, and every other CLI
@@ -118,7 +126,7 @@ def up(
         backend_reason=choice.reason,
         prewarm=prewarm,
         prewarm_max=max(prewarm, prewarm_max),
-        zygotes=zygotes,
+        zygotes=zygotes.value,
     )
 
     async def ready(url: str) -> None:

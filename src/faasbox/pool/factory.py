@@ -78,7 +78,7 @@ class ReplicaFactory:
         prewarm: int = 0,
         prewarm_max: int = 0,
         inject_roots: tuple[Path, ...] = (),
-        zygotes: bool = True,
+        zygotes: str = "scale",
     ) -> None:
         self.backend = backend
         self.work_root = work_root
@@ -91,7 +91,9 @@ class ReplicaFactory:
         self.prewarm: PrewarmPool | None = None
         # Zygotes, when the backend forks replicas (see pool/zygote.py).
         self.zygotes: Zygotes | None = (
-            Zygotes(self) if zygotes and "fork" in backend.capabilities else None
+            Zygotes(self, always=zygotes == "always")
+            if zygotes != "off" and "fork" in backend.capabilities
+            else None
         )
         if prewarm > 0 and inject_roots and "prewarm" in backend.capabilities:
             self.prewarm = PrewarmPool(self._stem_cell, size=prewarm, max_size=prewarm_max)

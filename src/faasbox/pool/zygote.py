@@ -1,16 +1,18 @@
 """Zygotes (as in SOCK and OpenLambda): a function's replicas forked from one warm copy.
 
-A function that may have more than one replica gets a *zygote*: a runtime in a sandbox of
-its own (prewarmed or created, like any replica) that imports the function, runs no call,
+A function's first replica starts as without zygotes, in a sandbox of its own (the
+quickest cold start, and all most functions ever have). When a function that may have
+more than one replica needs another, it gets a *zygote*: a runtime in a sandbox of its
+own (prewarmed or created, like any replica) that imports the function, runs no call,
 and forks a new replica each time one is needed. A fork has the function's modules, and
 the heavy dependencies they import, already in memory, shared copy-on-write with the
 zygote: scaling up costs a fork (~1-2 ms) instead of a sandbox and an import, and each
 replica's own memory is only what it writes. Each fork gets its own cgroup (memory, CPU,
 pids) from the backend before it runs a call (``sandbox/forked.py``).
 
-The zygote lives while its function (at that version) has replicas, and is destroyed with
-the last of them; the replicas die with it (its sandbox is theirs). The first replica of a
-cold function waits for its zygote to start, so its start path is the zygote's
+The zygote lives while its function (at that version) has forked replicas, and is
+destroyed with the last of them; the forks die with it (its sandbox is theirs). The
+replica whose start made the zygote waits for it, so its start path is the zygote's
 (prewarmed or created); later ones are ``forked``.
 """
 
@@ -54,12 +56,16 @@ class Zygote:
 
 
 class Zygotes:
-    """Every function's zygote, started on its first cold start, destroyed with its last
-    replica."""
+    """Every function's zygote, started when a second replica is needed, destroyed with its
+    last fork."""
 
-    def __init__(self, factory: ReplicaFactory) -> None:
+    def __init__(self, factory: ReplicaFactory, *, always: bool = False) -> None:
         self._factory = factory
+        # Fork every replica, the first too (``faasbox up --zygotes always``).
+        self._always = always
         self._zygotes: dict[tuple[str, int], asyncio.Future[Zygote]] = {}
+        # Replicas alive or starting per function and version, forked or not.
+        self._replicas: dict[tuple[str, int], int] = {}
         self._background = Background()
 
     def __len__(self) -> int:
@@ -71,7 +77,43 @@ class Zygotes:
         on_slot_free: Callable[[Replica], None],
         on_death: Callable[[Replica], None],
     ) -> Replica:
-        """A new replica of ``d``, forked from its zygote (started first if need be)."""
+        """A new replica of ``d``: the first in a sandbox of its own, as without zygotes
+        (the quickest cold start); the others forked from the function's zygote, started
+        the first time one is needed."""
+        key = (d.name, d.version)
+        factory = self._factory
+        self._replicas[key] = self._replicas.get(key, 0) + 1
+        first = not self._always and self._replicas[key] == 1 and key not in self._zygotes
+        released = False
+
+        def uncount() -> None:  # once per replica, whether it dies or never starts
+            nonlocal released
+            if not released:
+                released = True
+                left = self._replicas.get(key, 0) - 1
+                if left > 0:
+                    self._replicas[key] = left
+                else:
+                    self._replicas.pop(key, None)
+
+        def died(r: Replica) -> None:
+            uncount()
+            on_death(r)
+
+        try:
+            if first:
+                return await factory.start_sandboxed(factory._new_replica(d, on_slot_free, died), d)
+            return await self._fork(d, on_slot_free, died)
+        except BaseException:
+            uncount()
+            raise
+
+    async def _fork(
+        self,
+        d: Deployment,
+        on_slot_free: Callable[[Replica], None],
+        on_death: Callable[[Replica], None],
+    ) -> Replica:
         factory = self._factory
         for attempt in range(2):
             t0 = time.perf_counter()
@@ -89,7 +131,11 @@ class Zygotes:
                 )
                 if sandbox.ns_pid:
                     zygote.children[sandbox.ns_pid] = sandbox
-                await replica.attach(sandbox)
+                try:
+                    await replica.attach(sandbox)
+                except BaseException:
+                    await asyncio.shield(sandbox.destroy())
+                    raise
             except (FaasboxError, OSError) as exc:
                 self._release(zygote)
                 if zygote.replica.alive or attempt:
