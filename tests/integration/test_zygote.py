@@ -20,9 +20,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Counts its imports in a file of the sandbox's /tmp (which a zygote's forks share); holds
-# the call for ?sleep= seconds; allocates ?alloc= MiB and keeps it.
+# the call for ?sleep= seconds; allocates ?alloc= MiB and keeps it. Its import takes 0.2 s,
+# like a heavy dependency's: faasbox forks functions whose import costs more than a fork.
 PROBE = """
 import os, time
+
+time.sleep(0.2)
 
 TOKEN = os.urandom(8).hex()  # this import's, shared by the forks made after it
 with open("/tmp/imports", "a") as f:
@@ -140,6 +143,28 @@ def test_a_fork_has_its_own_memory_limit(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_a_function_that_imports_little_takes_prewarmed_sandboxes(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data", "--backend", "namespaces").start()
+    try:
+        with srv.client() as c:
+            deploy(
+                c, "zy-light", "import os\n\ndef handle(event, context):\n    return os.getppid()\n"
+            )
+            c.get("/function/zy-light")  # its first replica: the import is measured
+
+            def pool_full() -> bool:
+                state = c.get("/system/info").json()["provider"]["sandbox"]["prewarm"]
+                return bool(state["ready"] >= 2)
+
+            wait_for(pool_full)  # two prewarmed sandboxes for the two new replicas
+            c.post("/system/scale-function/zy-light", json={"replicas": 3}).raise_for_status()
+            wait_for(lambda: c.get("/system/function/zy-light").json()["replicas"] == 3)
+            # A prewarmed sandbox starts it sooner than a fork would: no zygote.
+            assert _zygotes(c) == 0
+    finally:
+        srv.stop()
+
+
 def test_no_zygotes_flag_creates_every_replica(tmp_path: Path) -> None:
     srv = Server(tmp_path / "data", "--backend", "namespaces", "--zygotes", "off").start()
     try:
@@ -159,6 +184,8 @@ def test_no_zygotes_flag_creates_every_replica(tmp_path: Path) -> None:
 
 ATTACK = """
 import errno, os, resource, signal, time
+
+time.sleep(0.2)  # an import worth forking for
 
 def _try(fn):
     try:

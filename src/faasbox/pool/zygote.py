@@ -2,9 +2,11 @@
 
 A function's first replica starts as without zygotes, in a sandbox of its own (the
 quickest cold start, and all most functions ever have). When a function that may have
-more than one replica needs another, it gets a *zygote*: a runtime in a sandbox of its
-own (prewarmed or created, like any replica) that imports the function, runs no call,
-and forks a new replica each time one is needed. A fork has the function's modules, and
+more than one replica needs another, and its import costs more than a fork (its first
+replica's start, measured, against the forks' average), it gets a *zygote*: a runtime in a
+sandbox of its own (prewarmed or created, like any replica) that imports the function,
+runs no call, and forks a new replica each time one is needed. A function that imports
+little keeps taking prewarmed sandboxes, which are then quicker (``bench/run zygote``). A fork has the function's modules, and
 the heavy dependencies they import, already in memory, shared copy-on-write with the
 zygote: scaling up costs a fork (~1-2 ms) instead of a sandbox and an import, and each
 replica's own memory is only what it writes. Each fork gets its own cgroup (memory, CPU,
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("faasbox.zygote")
 
+# What a fork is taken to cost until one is measured (ms; bench/run zygote: 4-8 on 2 CPUs).
+FORK_MS_GUESS = 5.0
+
 
 class Zygote:
     __slots__ = ("children", "forks", "key", "replica")
@@ -66,6 +71,11 @@ class Zygotes:
         self._zygotes: dict[tuple[str, int], asyncio.Future[Zygote]] = {}
         # Replicas alive or starting per function and version, forked or not.
         self._replicas: dict[tuple[str, int], int] = {}
+        # What starting a replica in a prewarmed sandbox cost each function (its first
+        # replica's initMs: the injection and the import), and what a fork costs (a moving
+        # average over every function): ``_sandbox_is_faster`` compares the two.
+        self._start_ms: dict[tuple[str, int], float] = {}
+        self.fork_ms = FORK_MS_GUESS
         self._background = Background()
 
     def __len__(self) -> int:
@@ -101,12 +111,27 @@ class Zygotes:
             on_death(r)
 
         try:
-            if first:
-                return await factory.start_sandboxed(factory._new_replica(d, on_slot_free, died), d)
+            if first or (not self._always and self._sandbox_is_faster(key)):
+                replica = await factory.start_sandboxed(
+                    factory._new_replica(d, on_slot_free, died), d
+                )
+                if replica.start_path == "prewarmed":
+                    self._start_ms[key] = replica.init_ms
+                return replica
             return await self._fork(d, on_slot_free, died)
         except BaseException:
             uncount()
             raise
+
+    def _sandbox_is_faster(self, key: tuple[str, int]) -> bool:
+        """Whether a prewarmed sandbox, ready now, would start this function's next replica
+        sooner than a fork (a function that imports little: the fork's own costs, a cgroup
+        and three descriptors, then weigh more than the import it saves)."""
+        pool = self._factory.prewarm
+        start_ms = self._start_ms.get(key)
+        return (
+            pool is not None and pool.ready > 0 and start_ms is not None and start_ms < self.fork_ms
+        )
 
     async def _fork(
         self,
@@ -154,6 +179,7 @@ class Zygotes:
             else:
                 replica.start_path = "forked"
                 replica.init_ms = (now - t0) * 1000
+                self.fork_ms += (replica.init_ms - self.fork_ms) / 8
             return replica
         raise AssertionError("unreachable")
 

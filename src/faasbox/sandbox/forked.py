@@ -118,14 +118,16 @@ async def fork(
     zygote: socket.socket,
     sandbox_id: str,
     on_output: OutputSink,
+    prepare: Callable[[], None],
     adopt: Callable[[int], None],
     classify: Callable[[int | None], ExitStatus],
     release: Callable[[], None],
     timeout: float,
 ) -> ForkedSandbox:
     """Ask the zygote on ``zygote`` (the host end of its channel) for a new replica; put it
-    in its cgroup (``adopt(pid)``) before anyone can give it a call. ``release`` frees
-    what ``adopt`` made; it runs here on failure, else when the sandbox is destroyed."""
+    in its cgroup (``adopt(pid)``, made by ``prepare`` while the zygote forks) before
+    anyone can give it a call. ``release`` frees what ``prepare`` made; it runs here on
+    failure, else when the sandbox is destroyed."""
     loop = asyncio.get_running_loop()
     host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     out_r, out_w = os.pipe()
@@ -141,6 +143,7 @@ async def fork(
             raise ReplicaFailed(f"the function's zygote cannot fork: {exc}") from None
         if sent != len(FORK_FRAME):
             raise ReplicaFailed("the function's zygote channel is full")
+        prepare()
         for fd in (child_end.fileno(), out_w, err_w):
             os.close(fd) if fd != child_end.fileno() else child_end.close()
         for stream, fd in (("stdout", out_r), ("stderr", err_r)):

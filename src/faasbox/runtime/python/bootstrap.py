@@ -356,6 +356,13 @@ class _ZygoteGuard:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
         self.program = self._program(zygote_pid)
 
+        # The sock_fprog, made once here: each fork only makes the system call.
+        class Prog(ctypes.Structure):
+            _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+        self._buf = ctypes.create_string_buffer(self.program, len(self.program))
+        self._prog = Prog(len(self.program) // 8, ctypes.addressof(self._buf))
+
     @classmethod
     def _program(cls, zygote_pid: int) -> bytes:
         ins = struct.Struct("<HBBI").pack
@@ -382,14 +389,8 @@ class _ZygoteGuard:
         ctypes = self._ctypes
         if os.uname().machine != "x86_64":
             raise OSError("the zygote guard has no filter for this architecture")
-
-        class Prog(ctypes.Structure):
-            _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
-
-        buf = ctypes.create_string_buffer(self.program, len(self.program))
-        prog = Prog(len(self.program) // 8, ctypes.addressof(buf))
         # PR_SET_SECCOMP, SECCOMP_MODE_FILTER (no_new_privs is set by the sandbox)
-        if self._libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:
+        if self._libc.prctl(22, 2, ctypes.byref(self._prog), 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
 
 

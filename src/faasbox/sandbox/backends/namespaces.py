@@ -151,10 +151,14 @@ class NamespacesBackend(ProcessBackend):
         timeout: float,
     ) -> forked.ForkedSandbox:
         groups = self.cgroups
+        joins: list[bytes] = []
+
+        def prepare() -> None:
+            # On the loop, while the zygote forks: a mkdir and the limits per controller.
+            joins.extend(groups.create(sandbox_id, limits))
 
         def adopt(pid: int) -> None:
-            # On the loop: a mkdir and a write per controller (~0.1 ms each).
-            for procs in groups.create(sandbox_id, limits):
+            for procs in joins:
                 with open(procs, "wb") as f:
                     f.write(str(pid).encode())
 
@@ -169,6 +173,7 @@ class NamespacesBackend(ProcessBackend):
             zygote,
             sandbox_id,
             on_output,
+            prepare,
             adopt,
             classify,
             lambda: groups.remove(sandbox_id),
