@@ -44,9 +44,10 @@ BOOTSTRAP = ROOT / "src" / "faasbox" / "runtime" / "python" / "bootstrap.py"
 START_MARK = "<!-- coldstart:start -->"
 END_MARK = "<!-- coldstart:end -->"
 
-# "+prewarm": the same backend with prewarmed sandboxes (faasbox up --prewarm 2); the
-# others run with --prewarm 0, so that they measure a sandbox created on the request path.
-BACKENDS = ("process", "namespaces", "namespaces+prewarm", "oci")
+# "+prewarm": the same backend with prewarmed sandboxes (faasbox up --prewarm 2, the
+# default); "+prewarm50": with a pool sized for the burst (--prewarm 50); the others run
+# with --prewarm 0, so that they measure a sandbox created on the request path.
+BACKENDS = ("process", "namespaces", "namespaces+prewarm", "namespaces+prewarm50", "oci")
 SERIAL_FN = "cold-hello"
 BURST_FN = "cold-burst-{:02d}"
 EXPECTED = "Hello, {}, from faasbox!"
@@ -714,7 +715,9 @@ def render_section(run: Run, plot_ok: bool) -> str:
         "with the namespaces backend's isolation flags (no cgroups); and with `runc run` from a "
         "minimal OCI bundle (read-only empty root, the system directories and the interpreter "
         "bind-mounted read-only, runc's default namespaces and cgroup). `namespaces+prewarm` is the namespaces "
-        "backend with prewarmed sandboxes (`faasbox up --prewarm 2`); every other faasbox "
+        "backend with prewarmed sandboxes (`faasbox up --prewarm 2`, the default), "
+        "`namespaces+prewarm50` the same with a pool sized for the burst (`--prewarm 50`: "
+        "50 idle sandboxes, ~5 MiB each); every other faasbox "
         "subject runs with `--prewarm 0`, so it creates its sandbox on the request path. "
         "Issue 4's targets for prewarmed cold starts: p50 <= 5 ms, p99 <= 20 ms; 50 at once: "
         "p99 <= 250 ms.",
