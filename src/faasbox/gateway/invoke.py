@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -20,11 +21,14 @@ from faasbox.errors import (
     FunctionNotReady,
     NotStarted,
     PayloadTooLarge,
+    ReplicaFailed,
 )
 from faasbox.gateway.errors import error_json
 from faasbox.platform import Platform
 from faasbox.pool.pool import FunctionPool, Invocation
 from faasbox.pool.replica import Response
+
+log = logging.getLogger("faasbox.gateway")
 
 Scope = dict[str, Any]
 PREFIX = "/function/"
@@ -193,7 +197,7 @@ class InvokeHandler:
             return True
 
         def done(f: asyncio.Future[Response]) -> None:
-            exc = f.exception()
+            exc = ReplicaFailed("the call was cancelled") if f.cancelled() else f.exception()
             if isinstance(exc, NotStarted):
                 # Queued behind a call that killed its replica: run it elsewhere.
                 task = asyncio.ensure_future(
@@ -204,11 +208,12 @@ class InvokeHandler:
             outcome: Invocation | FaasboxError
             if exc is None:
                 outcome = Invocation(f.result(), False, 0.0, replica.id, replica.version)
-            elif isinstance(exc, FaasboxError):
+            else:
+                if not isinstance(exc, FaasboxError):  # a bug: answer, and log it
+                    log.error("unexpected error on the invoke path", exc_info=exc)
+                    exc = FaasboxError("internal error; see the platform log")
                 exc.replica, exc.version = replica.id, replica.version
                 outcome = exc
-            else:
-                raise exc
             respond(*self._finish(name, True, call_id, start_ns, t0, outcome))
 
         fut.add_done_callback(done)

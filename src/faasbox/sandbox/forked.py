@@ -132,25 +132,30 @@ async def fork(
     host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    # The child's ends, closed here once the zygote holds them (or on failure).
+    theirs = [child_end.detach(), out_w, err_w]
+    # Ours until a read transport owns it.
+    unowned = [out_r, err_r]
     pipes: list[asyncio.BaseTransport] = []
     pidfd = -1
     try:
         host_end.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        fds = array.array("i", [child_end.fileno(), out_w, err_w])
+        fds = array.array("i", theirs)
         try:
             sent = zygote.sendmsg([FORK_FRAME], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-        except (BlockingIOError, OSError) as exc:
+        except OSError as exc:
             raise ReplicaFailed(f"the function's zygote cannot fork: {exc}") from None
         if sent != len(FORK_FRAME):
             raise ReplicaFailed("the function's zygote channel is full")
         prepare()
-        for fd in (child_end.fileno(), out_w, err_w):
-            os.close(fd) if fd != child_end.fileno() else child_end.close()
-        for stream, fd in (("stdout", out_r), ("stderr", err_r)):
+        while theirs:
+            os.close(theirs.pop())
+        for stream in ("stdout", "stderr"):
             transport, _ = await loop.connect_read_pipe(
                 lambda s=stream: _PipeReader(s, on_output),  # type: ignore[misc]
-                os.fdopen(fd, "rb", buffering=0),
+                os.fdopen(unowned[0], "rb", buffering=0),
             )
+            unowned.pop(0)
             pipes.append(transport)
         host_end.setblocking(False)
         head, pid = await asyncio.wait_for(_first_frame(loop, host_end), timeout)
@@ -166,12 +171,12 @@ async def fork(
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             os.close(pidfd)
+        for fd in (*theirs, *unowned):
+            os.close(fd)
         host_end.close()
         for pipe in pipes:
             pipe.close()
         release()
-        raise
-    except TimeoutError:  # pragma: no cover (re-raised above; kept for mypy's reading)
         raise
 
 
