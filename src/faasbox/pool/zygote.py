@@ -103,8 +103,9 @@ class Zygotes:
                 left = self._replicas.get(key, 0) - 1
                 if left > 0:
                     self._replicas[key] = left
-                else:
+                else:  # the next first replica measures its start again
                     self._replicas.pop(key, None)
+                    self._start_ms.pop(key, None)
 
         def died(r: Replica) -> None:
             uncount()
