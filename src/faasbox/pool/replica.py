@@ -90,6 +90,8 @@ class Replica(asyncio.Protocol):
         self.retiring = False
         self.last_used = time.monotonic()
         self.init_ms = 0.0
+        # How long its runtime took to import the function (what a fork would not repeat).
+        self.import_ms = 0.0
         # How its sandbox came to be: "created" from scratch, "prewarmed" (a stem cell), or
         # "forked" from its function's zygote.
         self.start_path = "created"
@@ -147,6 +149,10 @@ class Replica(asyncio.Protocol):
                 f"handler failed to load: {ready.get('type')}: {ready.get('message')}"
             )
         self.init_ms = (time.perf_counter() - t0) * 1000
+        try:  # the runtime's own account of its init (the import), as the runtime reports it
+            self.import_ms = max(0.0, float(ready.get("init_ms", 0.0)))
+        except (TypeError, ValueError):
+            self.import_ms = 0.0
         self.alive = True
         self._startup = None
 

@@ -2,8 +2,8 @@
 
 A function's first replica starts as without zygotes, in a sandbox of its own (the
 quickest cold start, and all most functions ever have). When a function that may have
-more than one replica needs another, and its import costs more than a fork (its first
-replica's start, measured, against the forks' average), it gets a *zygote*: a runtime in a
+more than one replica needs another, and its import costs more than a fork (the import
+time its first replica's runtime reported, against the forks' average), it gets a *zygote*: a runtime in a
 sandbox of its own (prewarmed or created, like any replica) that imports the function,
 runs no call, and forks a new replica each time one is needed. A function that imports
 little keeps taking prewarmed sandboxes, which are then quicker (``bench/run zygote``). A fork has the function's modules, and
@@ -71,10 +71,10 @@ class Zygotes:
         self._zygotes: dict[tuple[str, int], asyncio.Future[Zygote]] = {}
         # Replicas alive or starting per function and version, forked or not.
         self._replicas: dict[tuple[str, int], int] = {}
-        # What starting a replica in a prewarmed sandbox cost each function (its first
-        # replica's initMs: the injection and the import), and what a fork costs (a moving
-        # average over every function): ``_sandbox_is_faster`` compares the two.
-        self._start_ms: dict[tuple[str, int], float] = {}
+        # What importing each function cost its runtime (as its first replica reported), and
+        # what a fork costs (a moving average over every function): a fork saves the one
+        # and pays the other (``_sandbox_is_faster``).
+        self._import_ms: dict[tuple[str, int], float] = {}
         self.fork_ms = FORK_MS_GUESS
         self._background = Background()
 
@@ -105,7 +105,7 @@ class Zygotes:
                     self._replicas[key] = left
                 else:  # the next first replica measures its start again
                     self._replicas.pop(key, None)
-                    self._start_ms.pop(key, None)
+                    self._import_ms.pop(key, None)
 
         def died(r: Replica) -> None:
             uncount()
@@ -116,8 +116,7 @@ class Zygotes:
                 replica = await factory.start_sandboxed(
                     factory._new_replica(d, on_slot_free, died), d
                 )
-                if replica.start_path == "prewarmed":
-                    self._start_ms[key] = replica.init_ms
+                self._import_ms[key] = replica.import_ms
                 return replica
             return await self._fork(d, on_slot_free, died)
         except BaseException:
@@ -129,9 +128,12 @@ class Zygotes:
         sooner than a fork (a function that imports little: the fork's own costs, a cgroup
         and three descriptors, then weigh more than the import it saves)."""
         pool = self._factory.prewarm
-        start_ms = self._start_ms.get(key)
+        import_ms = self._import_ms.get(key)
         return (
-            pool is not None and pool.ready > 0 and start_ms is not None and start_ms < self.fork_ms
+            pool is not None
+            and pool.ready > 0
+            and import_ms is not None
+            and import_ms < self.fork_ms
         )
 
     async def _fork(
