@@ -227,8 +227,8 @@ def render(results: dict[str, dict[str, list[Any]]], args: argparse.Namespace) -
                 f"{fn}: {statistics.median(z['ms']):.1f} ms with zygotes against "
                 f"{statistics.median(p['ms']):.1f} ms without "
                 f"({statistics.median(p['ms']) / statistics.median(z['ms']):.1f}x); faasbox "
-                f"forked {forked} of {len(z['path'])} (it forks when the function's measured "
-                "start costs more than a fork, else takes a prewarmed sandbox)"
+                f"forked {forked} of {len(z['path'])} (it forks when the function's import costs "
+                "more than a fork, else takes a prewarmed sandbox)"
             )
     out += ["", "- " + "; ".join(speed) + "." if speed else "", "", END_MARK]
     return out
