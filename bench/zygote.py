@@ -34,6 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import warm
+from prewarm_probe import wait
 
 START_MARK = "<!-- zygote:start -->"
 END_MARK = "<!-- zygote:end -->"
@@ -95,14 +96,6 @@ def deploy(c: httpx.Client, name: str, code: str, requirements: str) -> None:
     if r.status_code >= 400:
         raise RuntimeError(f"deploying {name}: {r.status_code} {r.text[:500]}")
     log(f"deployed {name} in {time.perf_counter() - t0:.1f}s")
-
-
-def wait(cond: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.005)
 
 
 def replicas(c: httpx.Client, name: str) -> dict[str, Any]:

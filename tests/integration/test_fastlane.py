@@ -4,12 +4,11 @@ what uvicorn guaranteed before must hold for calls that skip its ASGI cycle."""
 from __future__ import annotations
 
 import socket
-import time
 from urllib.parse import urlsplit
 
 import httpx
 
-from tests.support import Server, deploy
+from tests.support import Server, deploy, wait_for
 
 ECHO = """
 import time
@@ -108,9 +107,14 @@ def test_a_client_that_hangs_up_mid_call_leaves_the_lane_usable(
 ) -> None:
     deploy(client, "fl-gone", ECHO)
     client.get("/function/fl-gone")
+
+    def inflight() -> int:
+        n: int = client.get("/system/function/fl-gone").json()["inflight"]
+        return n
+
     with _connect(server) as sock:
         sock.sendall(b"GET /function/fl-gone?sleep=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.1)
-    time.sleep(0.6)  # the call finishes with nobody to answer
+        wait_for(lambda: inflight() == 1)  # the call runs; then the client hangs up
+    wait_for(lambda: inflight() == 0)  # it finishes with nobody to answer
     for i in range(5):
         assert client.get(f"/function/fl-gone?i={i}").text == f"GET / {i} 0"

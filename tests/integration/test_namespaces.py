@@ -164,8 +164,10 @@ def handle(event, context):
 """
 
 
-def test_fork_bomb_is_contained(tmp_path: Path) -> None:
-    srv = Server(tmp_path / "data", "--backend", "namespaces").start()
+def check_fork_bomb(backend: str, tmp_path: Path) -> None:
+    """A fork bomb stops at the pids limit and its neighbour keeps answering (shared by
+    the namespaces and oci tests)."""
+    srv = Server(tmp_path / "data", "--backend", backend).start()
     try:
         with srv.client() as c:
             deploy(c, "ns-neighbour", "def handle(event, context):\n    return 'fine'\n")
@@ -179,3 +181,7 @@ def test_fork_bomb_is_contained(tmp_path: Path) -> None:
             assert c.get("/function/ns-neighbour").text == "fine"
     finally:
         srv.stop()
+
+
+def test_fork_bomb_is_contained(tmp_path: Path) -> None:
+    check_fork_bomb("namespaces", tmp_path)

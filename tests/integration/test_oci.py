@@ -15,7 +15,7 @@ import pytest
 from faasbox.sandbox.api import ExitStatus, SandboxSpec
 from faasbox.sandbox.backends.oci import STATE_ROOT, OciBackend, _v1_hierarchies, find_runc
 from faasbox.sandbox.cgroups import CgroupV2
-from tests.integration.test_namespaces import FORK_BOMB, check_isolation
+from tests.integration.test_namespaces import check_fork_bomb, check_isolation
 from tests.support import Server, deploy, wait_for
 
 # Missing runc fails in CI (scripts/test installs it) and skips on a developer's box.
@@ -59,20 +59,7 @@ def test_replicas_are_isolated(tmp_path: Path) -> None:
 
 
 def test_fork_bomb_is_contained(tmp_path: Path) -> None:
-    srv = Server(tmp_path / "data", "--backend", "oci").start()
-    try:
-        with srv.client() as c:
-            deploy(c, "ns-neighbour", "def handle(event, context):\n    return 'fine'\n")
-            deploy(c, "ns-forkbomb", FORK_BOMB)
-            r = c.get("/function/ns-forkbomb")
-            assert r.status_code == 200, r.text
-            assert r.json()["started"] < 128, r.json()  # the pids limit stopped it
-            assert c.get("/function/ns-neighbour").text == "fine"
-            # Its leftover children die with the replica.
-            c.post("/system/scale-function/ns-forkbomb", json={"replicas": 0})
-            assert c.get("/function/ns-neighbour").text == "fine"
-    finally:
-        srv.stop()
+    check_fork_bomb("oci", tmp_path)
 
 
 LINGER = """

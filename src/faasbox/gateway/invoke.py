@@ -153,10 +153,10 @@ class InvokeHandler:
             if pool is None:
                 await self._missing(name)
             deployment = pool.deployment
-            if len(body) > min(deployment.max_request, self.max_request):
+            limit = min(deployment.max_request, self.max_request)
+            if len(body) > limit:
                 raise PayloadTooLarge(
-                    f"request body of {len(body)} bytes exceeds the limit of "
-                    f"{min(deployment.max_request, self.max_request)} bytes"
+                    f"request body of {len(body)} bytes exceeds the limit of {limit} bytes"
                 )
             head = self._head(deployment, call_id, start_ns, method, rest, query, raw_headers)
             outcome = await pool.invoke(head, body)

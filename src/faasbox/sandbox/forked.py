@@ -66,6 +66,7 @@ class ForkedSandbox:
         self._release = release
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[ExitStatus] = self._loop.create_future()
+        self._ended_task: asyncio.Task[None] | None = None
         self._loop.add_reader(pidfd, self._on_exit)
 
     @property
@@ -88,7 +89,7 @@ class ForkedSandbox:
 
     def _on_exit(self) -> None:  # the pidfd is readable once the process has ended
         self._loop.remove_reader(self._pidfd)
-        self._task = self._loop.create_task(self._ended())
+        self._ended_task = self._loop.create_task(self._ended())
 
     async def _ended(self) -> None:
         # The zygote's report follows the exit closely; without it (the zygote is gone too),

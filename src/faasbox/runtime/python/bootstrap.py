@@ -337,7 +337,8 @@ class _ZygoteGuard:
     ``/proc/<pid>/mem``, no ptrace even for its own user), and each fork installs, over the
     sandbox's filter, a seccomp filter that refuses (EPERM) the calls that signal or limit
     a process by pid when the pid is the zygote's, or -1 (every process). x86-64 only;
-    elsewhere a fork fails closed (exits) rather than run unguarded."""
+    elsewhere the zygote refuses to start (its function's replicas fail to fork) rather
+    than let forks run unguarded."""
 
     # seccomp_data offsets, BPF opcodes, return values (linux/seccomp.h, linux/filter.h)
     _ARCH_X86_64 = 0xC000003E
@@ -348,6 +349,8 @@ class _ZygoteGuard:
     _BY_PID = (62, 200, 234, 129, 297, 434, 302)
 
     def __init__(self, zygote_pid: int) -> None:
+        if os.uname().machine != "x86_64":
+            raise OSError("the zygote guard has no filter for this architecture")
         import ctypes
 
         self._ctypes = ctypes
@@ -387,8 +390,6 @@ class _ZygoteGuard:
 
     def apply(self) -> None:
         ctypes = self._ctypes
-        if os.uname().machine != "x86_64":
-            raise OSError("the zygote guard has no filter for this architecture")
         # PR_SET_SECCOMP, SECCOMP_MODE_FILTER (no_new_privs is set by the sandbox)
         if self._libc.prctl(22, 2, ctypes.byref(self._prog), 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
