@@ -127,6 +127,10 @@ class NamespacesBackend(ProcessBackend):
         self._slots = _Slots()
         if os.geteuid() == 0 and _mount_api():
             self.capabilities = type(self).capabilities | {"prewarm"}
+        if os.uname().machine != "x86_64":
+            # The runtime's zygote guard (a seccomp filter each fork installs) is written
+            # for x86-64 only: elsewhere no zygotes, every replica in a sandbox of its own.
+            self.capabilities = self.capabilities - {"fork"}
 
     async def create(self, spec: SandboxSpec, on_output: OutputSink) -> ProcessSandbox:
         try:
