@@ -21,6 +21,7 @@ from faasbox.sandbox.api import SECRETS_DIR, Limits, SandboxSpec
 from faasbox.sandbox.backends import BACKENDS, load_backend
 from faasbox.sandbox.backends.oci import find_runc
 from faasbox.sandbox.safety import SafeBackend, SafeSandbox
+from tests.sandbox.replicas import ForkedReplicas, PrewarmedReplicas
 
 pytestmark = pytest.mark.anyio
 
@@ -30,17 +31,27 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+# Every backend, and the sandboxes a replica gets besides a created one: a prewarmed stem
+# cell given its function, and a fork of a function's zygote (``replicas.py``).
+KINDS = {"prewarmed": PrewarmedReplicas, "forked": ForkedReplicas}
+PARAMS = [*sorted(BACKENDS), "namespaces+prewarmed", "namespaces+forked"]
+
+
+@pytest.fixture(params=PARAMS)
 def backend(request: pytest.FixtureRequest) -> SafeBackend:
+    name, _, kind = request.param.partition("+")
     if not os.environ.get("CI"):
         # Missing tools skip on a developer's box; in CI they fail (scripts/test installs them).
-        if request.param == "namespaces" and shutil.which("bwrap") is None:
+        if name == "namespaces" and shutil.which("bwrap") is None:
             pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
-        if request.param == "oci" and find_runc() is None:
+        if name == "oci" and find_runc() is None:
             pytest.skip("runc is not installed (apt-get install runc)")
-        if request.param == "oci" and os.geteuid() != 0:
-            pytest.skip("the oci backend runs runc as root")
-    return SafeBackend(load_backend(request.param))
+        if (name == "oci" or kind) and os.geteuid() != 0:
+            pytest.skip(f"the {request.param} sandboxes need root")
+    base = SafeBackend(load_backend(name))
+    if not kind:
+        return base
+    return SafeBackend(KINDS[kind](base))
 
 
 class Output:

@@ -50,6 +50,7 @@ STEM_MEMORY = 256 * 1024 * 1024
 # A stem cell starts with a small share of contended CPU (the default is 100), so that a
 # refill yields to the replicas serving calls; its function's share is the default.
 STEM_CPU_WEIGHT = 10
+STEM_LIMITS = Limits(memory_bytes=STEM_MEMORY, cpu_weight=STEM_CPU_WEIGHT)
 # Variables read only when a process starts: a function that sets one is not prewarmed.
 STARTUP_ENV = ("LD_", "LC_", "LANG", "MALLOC_", "GLIBC_TUNABLES")
 
@@ -257,11 +258,8 @@ class ReplicaFactory:
         if cell is None:
             return False
         sandbox = cell.sandbox
-        injection = Injection(
-            read_only=(d.code_dir, *d.layers),
-            secrets=values,
-            limits=Limits(memory_bytes=d.memory_bytes, cpu=d.cpu),
-        )
+        limits = Limits(memory_bytes=d.memory_bytes, cpu=d.cpu)
+        injection = Injection(read_only=(d.code_dir, *d.layers), secrets=values, limits=limits)
         try:
             await self.backend.inject(sandbox, injection)
         except (FaasboxError, OSError) as exc:
@@ -276,9 +274,10 @@ class ReplicaFactory:
         cell.sink.target = self.logs.open_stream(d.name, replica.id, replica.current_call_id)
         replica.start_path = "prewarmed"
         try:
-            await replica.start(
-                sandbox, {**self._init(d, zygote), "env": env}, self.init_timeout, greeted=True
-            )
+            init = {**self._init(d, zygote), "env": env}
+            if rlimits := limits.rlimits_from(STEM_LIMITS):
+                init["rlimits"] = rlimits
+            await replica.start(sandbox, init, self.init_timeout, greeted=True)
         except FaasboxError as exc:
             exc.replica = replica.id
             raise
@@ -305,7 +304,7 @@ class ReplicaFactory:
             env={**BASE_ENV, "FAASBOX_PREWARMED": "1"},
             workdir=self.work_root / sid,
             read_only=[self.bootstrap.parent],
-            limits=Limits(memory_bytes=STEM_MEMORY, cpu_weight=STEM_CPU_WEIGHT),
+            limits=STEM_LIMITS,
             prewarm=Prewarm(
                 slot=self.work_root / SLOTS / sid,
                 roots=self.inject_roots,

@@ -15,7 +15,7 @@ Backends with the ``prewarm`` capability also make *stem cells*: a sandbox creat
 spec with ``prewarm`` set) before anyone knows which function it will run, with the
 runtime started and waiting for its init. ``inject`` then gives it one function, once: the
 code and dependency layers appear read-only inside, the secrets at ``SECRETS_DIR``, the
-limits replace the stem cell's. Nothing is ever taken back out: a stem cell serves exactly
+cgroup limits replace the stem cell's (its runtime sets the rlimits). Nothing is ever taken back out: a stem cell serves exactly
 one function and is destroyed with it.
 """
 
@@ -42,6 +42,16 @@ class Limits:
     # Share of the CPU when it is contended, relative to the default of 100 (cgroup v2's
     # cpu.weight scale); backends without cgroups ignore it.
     cpu_weight: int = 100
+
+    def rlimits_from(self, start: Limits) -> dict[str, int]:
+        """The rlimits a stem cell created with ``start`` must change to have these (the
+        runtime sets them itself: init's ``rlimits``), by the runtime's names."""
+        changed = {}
+        if self.max_file_bytes != start.max_file_bytes:
+            changed["fsize"] = self.max_file_bytes
+        if self.open_files != start.open_files:
+            changed["nofile"] = self.open_files
+        return changed
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,9 @@ class Injection:
     read_only: tuple[Path, ...]
     # Secret name -> value; shown read-only at SECRETS_DIR/<name>.
     secrets: dict[str, bytes] = field(default_factory=dict)
+    # Replace the stem cell's cgroup limits (memory, CPU, processes). The rlimits (file
+    # size, open files) belong to the processes: the runtime sets those itself at init
+    # (``Limits.rlimits_from``), since the host may not (no CAP_SYS_RESOURCE over them).
     limits: Limits = field(default_factory=Limits)
 
 

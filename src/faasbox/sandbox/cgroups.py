@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +49,10 @@ class Cgroups(Protocol):
         ...
 
     def oom_kills(self, sandbox_id: str) -> int: ...
+
+    def procs(self, sandbox_id: str) -> list[int]:
+        """The host pids of the group's processes (none once it is gone)."""
+        ...
 
     def remove(self, sandbox_id: str) -> None: ...
 
@@ -105,6 +110,23 @@ def _remove_stale(root: Path) -> None:
                         child.rmdir()
             with contextlib.suppress(OSError):
                 group.rmdir()
+
+
+def _pids(path: Path) -> list[int]:
+    try:
+        return [int(line) for line in path.read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def kill(groups: Cgroups, sandbox_id: str) -> int:
+    """SIGKILL every process in the group now; returns how many there were (a process
+    forked meanwhile may need another round)."""
+    pids = groups.procs(sandbox_id)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
 
 
 def _counter(path: Path, key: str) -> int:
@@ -185,6 +207,10 @@ class CgroupV1:
 
     def oom_kills(self, sandbox_id: str) -> int:
         return _counter(self._groups(sandbox_id)["memory"] / "memory.oom_control", "oom_kill")
+
+    def procs(self, sandbox_id: str) -> list[int]:
+        # The pids controller's group: every process of the sandbox joins each controller.
+        return _pids(self._groups(sandbox_id)["pids"] / "cgroup.procs")
 
     def remove(self, sandbox_id: str) -> None:
         self._limits.pop(sandbox_id, None)
@@ -268,6 +294,9 @@ class CgroupV2:
 
     def oom_kills(self, sandbox_id: str) -> int:
         return _counter(self.parent / sandbox_id / "memory.events", "oom_kill")
+
+    def procs(self, sandbox_id: str) -> list[int]:
+        return _pids(self.parent / sandbox_id / "cgroup.procs")
 
     def remove(self, sandbox_id: str) -> None:
         self._limits.pop(sandbox_id, None)

@@ -36,9 +36,14 @@ class _PipeReader(asyncio.Protocol):
     def __init__(self, stream: str, on_output: OutputSink) -> None:
         self._stream = stream
         self._on_output = on_output
+        self.closed = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         self._on_output(self._stream, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class ForkedSandbox:
@@ -49,8 +54,9 @@ class ForkedSandbox:
         sandbox_id: str,
         channel: socket.socket,
         pidfd: int,
-        pipes: list[asyncio.BaseTransport],
+        pipes: list[tuple[asyncio.BaseTransport, _PipeReader]],
         classify: Callable[[int | None], ExitStatus],
+        kill_rest: Callable[[], int],
         release: Callable[[], None],
         ns_pid: int,
     ) -> None:
@@ -63,6 +69,7 @@ class ForkedSandbox:
         self._pidfd = pidfd
         self._pipes = pipes
         self._classify = classify
+        self._kill_rest = kill_rest
         self._release = release
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[ExitStatus] = self._loop.create_future()
@@ -103,14 +110,25 @@ class ForkedSandbox:
         if not self._exited.done():
             with contextlib.suppress(ProcessLookupError, OSError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        # What the fork started is in its cgroup (its zygote's PID namespace would keep it
+        # alive until the zygote ends): killed too, in rounds while it forks.
+        for _ in range(200):
+            if not self._kill_rest():
+                break
+            await asyncio.sleep(0.005)
+        if not self._exited.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exited), 5.0)
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._channel.close()
-        # Give the pipes a moment to deliver the last output, as a process exit would.
-        await asyncio.sleep(0)
-        for pipe in self._pipes:
+        # Every writer is gone: the pipes deliver what they still hold, then end.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(asyncio.shield(reader.closed) for _, reader in self._pipes)),
+                1.0,
+            )
+        for pipe, _ in self._pipes:
             pipe.close()
         self._release()
 
@@ -122,13 +140,15 @@ async def fork(
     prepare: Callable[[], None],
     adopt: Callable[[int], None],
     classify: Callable[[int | None], ExitStatus],
+    kill_rest: Callable[[], int],
     release: Callable[[], None],
     timeout: float,
 ) -> ForkedSandbox:
     """Ask the zygote on ``zygote`` (the host end of its channel) for a new replica; put it
     in its cgroup (``adopt(pid)``, made by ``prepare`` while the zygote forks) before
-    anyone can give it a call. ``release`` frees what ``prepare`` made; it runs here on
-    failure, else when the sandbox is destroyed."""
+    anyone can give it a call. ``kill_rest`` kills what is left in that cgroup (returning how
+    many it found); ``release`` frees what ``prepare`` made; it runs here on failure, else
+    when the sandbox is destroyed."""
     loop = asyncio.get_running_loop()
     host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     out_r, out_w = os.pipe()
@@ -137,7 +157,7 @@ async def fork(
     theirs = [child_end.detach(), out_w, err_w]
     # Ours until a read transport owns it.
     unowned = [out_r, err_r]
-    pipes: list[asyncio.BaseTransport] = []
+    pipes: list[tuple[asyncio.BaseTransport, _PipeReader]] = []
     pidfd = -1
     try:
         host_end.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -152,12 +172,12 @@ async def fork(
         while theirs:
             os.close(theirs.pop())
         for stream in ("stdout", "stderr"):
-            transport, _ = await loop.connect_read_pipe(
+            transport, reader = await loop.connect_read_pipe(
                 lambda s=stream: _PipeReader(s, on_output),  # type: ignore[misc]
                 os.fdopen(unowned[0], "rb", buffering=0),
             )
             unowned.pop(0)
-            pipes.append(transport)
+            pipes.append((transport, reader))
         host_end.setblocking(False)
         head, pid = await asyncio.wait_for(_first_frame(loop, host_end), timeout)
         if head.get("t") != "ready":
@@ -166,7 +186,9 @@ async def fork(
         pidfd = os.pidfd_open(pid)
         adopt(pid)
         ns_pid = int(head.get("pid", 0))
-        return ForkedSandbox(sandbox_id, host_end, pidfd, pipes, classify, release, ns_pid)
+        return ForkedSandbox(
+            sandbox_id, host_end, pidfd, pipes, classify, kill_rest, release, ns_pid
+        )
     except BaseException:
         if pidfd != -1:
             with contextlib.suppress(OSError):
@@ -175,8 +197,9 @@ async def fork(
         for fd in (*theirs, *unowned):
             os.close(fd)
         host_end.close()
-        for pipe in pipes:
+        for pipe, _ in pipes:
             pipe.close()
+        kill_rest()
         release()
         raise
 

@@ -10,7 +10,7 @@ Every frame is ``<II`` (header length, body length), a JSON header, then raw bod
     host → runtime  {"t": "init", "v": 1, "code": dir, "layers": [dir...],
                      "handler": "module.func", "function": name,
                      "concurrency": N, "max_response": bytes,
-                     "env": {name: value}}                                 once
+                     "env": {name: value}, "rlimits": {"fsize"|"nofile": n}}    once
     runtime → host  {"t": "ready", "init_ms": f} | {"t": "init_error", "type", "message"}
 
 With ``"zygote": true`` in init the runtime, once ready, serves no call: it is the
@@ -31,7 +31,9 @@ Otherwise (and in each fork):
 
 ``env`` (optional) is set in ``os.environ`` before anything of the function is imported:
 a prewarmed runtime (a "stem cell", started before anyone knew which function it would
-serve) learns its function's environment only here. Until ``init`` the runtime has
+serve) learns its function's environment only here, and ``rlimits`` (optional) are the
+function's where they differ from the stem cell's (a process may lower its own; the host
+may lack CAP_SYS_RESOURCE to set them from outside). Until ``init`` the runtime has
 imported nothing of any function, and it serves one function for its whole life.
 
 Output from print() and logging goes to stdout/stderr, each line prefixed with
@@ -516,6 +518,15 @@ class Runtime:
     def init(self, msg: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         try:
+            rlimits = msg.get("rlimits")
+            if rlimits:
+                import resource
+
+                for name, value in rlimits.items():
+                    if name not in ("fsize", "nofile"):
+                        raise ValueError(f"unknown rlimit {name!r}")
+                    limit = getattr(resource, "RLIMIT_" + name.upper())
+                    resource.setrlimit(limit, (int(value), int(value)))
             env = msg.get("env")
             if env:
                 os.environ.update(env)
@@ -627,6 +638,12 @@ class Runtime:
             os.setsid()  # its own process group: kill(0, ...) reaches no sibling
             guard.apply()
             self.sock.close()
+            # Descriptors the zygote received for later forks are theirs, not this one's.
+            for fd in self.fds or ():
+                try:  # noqa: SIM105 (contextlib costs an import)
+                    os.close(fd)
+                except OSError:
+                    pass
             os.dup2(out, 1)
             os.dup2(err, 2)
             os.close(out)

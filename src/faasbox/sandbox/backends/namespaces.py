@@ -180,6 +180,7 @@ class NamespacesBackend(ProcessBackend):
             prepare,
             adopt,
             classify,
+            lambda: cgroups.kill(groups, sandbox_id),
             lambda: groups.remove(sandbox_id),
             timeout,
         )
