@@ -7,9 +7,7 @@ registry lookup for a warm function: the activation record and metrics are buffe
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -37,8 +35,6 @@ _DROP = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
 )
 _JSON = [(b"content-type", b"application/json")]
-_MIX = 0x9E3779B97F4A7C15
-_MASK64 = (1 << 64) - 1
 
 
 async def read_body(receive: Any, scope: Scope, limit: int) -> bytes:
@@ -88,9 +84,8 @@ class InvokeHandler:
         self.activations = platform.activations
         self.metrics = platform.metrics
         self.max_request = platform.settings.max_request_bytes
-        # Call ids: a scrambled counter plus a random suffix per start; no syscall per call.
-        self._id_prefix = os.urandom(8).hex()
-        self._ids = itertools.count(1)
+        # Call ids name their activation's row (registry.api.CallIds).
+        self._new_call_id = platform.store.call_ids.new
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         name = scope["path"][len(PREFIX) :].partition("/")[0]
@@ -110,10 +105,7 @@ class InvokeHandler:
         await send({"type": "http.response.body", "body": rbody})
 
     def _begin(self) -> tuple[str, int, float]:
-        # The counter through an odd multiplier (a bijection on 64 bits): unique per start,
-        # and different in its first characters from call to call, where people look.
-        call_id = f"{next(self._ids) * _MIX & _MASK64:016x}{self._id_prefix}"
-        return call_id, time.time_ns(), time.perf_counter()
+        return self._new_call_id(), time.time_ns(), time.perf_counter()
 
     @staticmethod
     def _head(

@@ -15,11 +15,36 @@ from typing import Any, TypeVar
 import orjson
 
 from faasbox.errors import Conflict, FunctionNotFound
-from faasbox.registry.api import ActivationRecord, ActivationRow, FunctionRecord, VersionRecord
+from faasbox.registry.api import (
+    ActivationRecord,
+    ActivationRow,
+    CallIds,
+    FunctionRecord,
+    VersionRecord,
+)
 
 T = TypeVar("T")
 
-SCHEMA = """
+ACTIVATIONS = """
+CREATE TABLE IF NOT EXISTS activations (
+    -- The row's number is in its call id (registry.api.CallIds): rows are appended in
+    -- order and found from their call id with no index on it.
+    seq INTEGER PRIMARY KEY,
+    call_id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    duration_s REAL NOT NULL,
+    status INTEGER NOT NULL,
+    cold INTEGER NOT NULL,
+    init_ms REAL NOT NULL,
+    replica TEXT NOT NULL,
+    error TEXT NOT NULL,
+    start_path TEXT NOT NULL DEFAULT ''
+)
+"""
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS functions (
     name TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
@@ -36,24 +61,37 @@ CREATE TABLE IF NOT EXISTS versions (
     created_at REAL NOT NULL,
     PRIMARY KEY (function, version)
 );
-CREATE TABLE IF NOT EXISTS activations (
-    seq INTEGER PRIMARY KEY,
-    call_id TEXT NOT NULL UNIQUE,
-    function TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    start_ns INTEGER NOT NULL,
-    duration_s REAL NOT NULL,
-    status INTEGER NOT NULL,
-    cold INTEGER NOT NULL,
-    init_ms REAL NOT NULL,
-    replica TEXT NOT NULL,
-    error TEXT NOT NULL,
-    start_path TEXT NOT NULL DEFAULT ''
-);
--- No index on function: each index costs every insert on the hot write path, and a
--- backwards scan of the newest rows finds a function's recent records quickly enough.
+{ACTIVATIONS.strip()};
+
+-- No index on function (nor on call_id): each index costs every insert on the hot write
+-- path, and a backwards scan of the newest rows finds a function's recent records quickly.
 DROP INDEX IF EXISTS activations_by_function;
 """
+
+
+_ACTIVATION_COLUMNS = (
+    "seq, call_id, function, version, start_ns, duration_s, status, cold, init_ms, replica, "
+    "error, start_path"
+)
+
+
+def _unindex_call_ids(db: sqlite3.Connection) -> None:
+    """A data directory from before call ids named their row has a unique index on
+    ``call_id``: its table is rebuilt without it, rows kept, and ``user_version`` keeps the
+    last of their numbers (their call ids say nothing of it: they are found by a scan)."""
+    if not any(row[2] for row in db.execute("PRAGMA index_list(activations)")):
+        return
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ALTER TABLE activations RENAME TO activations_before_call_ids")
+        db.execute(ACTIVATIONS)
+        db.execute(
+            f"INSERT INTO activations({_ACTIVATION_COLUMNS}) "
+            f"SELECT {_ACTIVATION_COLUMNS} FROM activations_before_call_ids"
+        )
+        db.execute("DROP TABLE activations_before_call_ids")
+        (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM activations").fetchone()
+        db.execute(f"PRAGMA user_version = {int(last)}")
 
 
 class SqliteStore:
@@ -69,6 +107,11 @@ class SqliteStore:
             self._db.execute(
                 "ALTER TABLE activations ADD COLUMN start_path TEXT NOT NULL DEFAULT ''"
             )
+        _unindex_call_ids(self._db)
+        # Rows up to this one predate call ids that name their row (found by a scan).
+        self._legacy_seq: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        (last,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM activations").fetchone()
+        self.call_ids = CallIds(last + 1)
         self._lock = threading.Lock()
         self._max_activations = max_activations
         self._since_trim = 0
@@ -195,14 +238,17 @@ class SqliteStore:
         def tx(db: sqlite3.Connection) -> None:
             # One statement for the whole batch: sqlite3 releases the GIL around each step,
             # and a step per row would make the event loop thread fight for it.
-            payload = orjson.dumps(rows)  # ~10x faster than json: the GIL is held meanwhile
+            seq = CallIds.seq
+            # ~10x faster than json: the GIL is held meanwhile.
+            payload = orjson.dumps([(seq(row[0]), *row) for row in rows])
             with db:
                 db.execute("BEGIN")
                 db.execute(
-                    "INSERT OR REPLACE INTO activations(call_id, function, version, start_ns, "
-                    "duration_s, status, cold, init_ms, replica, error, start_path) "
+                    "INSERT OR REPLACE INTO activations(seq, call_id, function, version, "
+                    "start_ns, duration_s, status, cold, init_ms, replica, error, start_path) "
                     "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, "
-                    "value->>6, value->>7, value->>8, value->>9, value->>10 FROM json_each(?)",
+                    "value->>6, value->>7, value->>8, value->>9, value->>10, value->>11 "
+                    "FROM json_each(?) WHERE value->>0 IS NOT NULL",
                     (payload,),
                 )
                 self._since_trim += len(rows)
@@ -246,8 +292,19 @@ class SqliteStore:
         return await self._run(q)
 
     async def get_activation(self, call_id: str) -> ActivationRecord | None:
+        seq = CallIds.seq(call_id)
+
         def q(db: sqlite3.Connection) -> ActivationRecord | None:
-            row = db.execute("SELECT * FROM activations WHERE call_id = ?", (call_id,)).fetchone()
+            row = None
+            if seq is not None:
+                row = db.execute(
+                    "SELECT * FROM activations WHERE seq = ? AND call_id = ?", (seq, call_id)
+                ).fetchone()
+            if row is None and self._legacy_seq:
+                row = db.execute(
+                    "SELECT * FROM activations WHERE seq <= ? AND call_id = ?",
+                    (self._legacy_seq, call_id),
+                ).fetchone()
             return self._activation(row) if row else None
 
         return await self._run(q)
