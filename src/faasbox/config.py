@@ -28,3 +28,10 @@ class Settings:
     # Fork replicas from each function's zygote (backends with the "fork" capability):
     # "scale" every replica but a function's first, "always" every one, "off" none.
     zygotes: str = "scale"
+    # Asynchronous invocations (``/async-function/``): the largest body accepted, how many
+    # may wait unfinished before new ones get 429, the first retry's delay (doubling, with
+    # jitter), and how long an idempotency key names its first call.
+    async_max_body_bytes: int = 256 * 1024
+    queue_max: int = 100_000
+    async_retry_base: float = 1.0
+    idempotency_window: float = 24 * 3600.0

@@ -30,6 +30,8 @@ LABEL_IDLE = "com.openfaas.scale.zero-duration"
 LABEL_QUEUE = "faasbox.queue.max"
 LABEL_PREFETCH = "faasbox.prefetch"
 LABEL_NETWORK = "faasbox.network"
+LABEL_ASYNC_RETRIES = "faasbox.async.retries"
+LABEL_ASYNC_MAX_AGE = "faasbox.async.max-age"
 # Calls a busy replica may hold queued at max replicas (see Replica.capacity); measured in
 # bench/warm.py: 0 → 1 → 3 raises warm throughput at saturation by ~1.7x on 2 cores.
 DEFAULT_PREFETCH = 3
@@ -51,6 +53,16 @@ def _int_label(labels: dict[str, str], key: str, default: int, lo: int, hi: int)
 def _requirements(code_dir: Path) -> str:
     req = code_dir / "requirements.txt"
     return req.read_text(errors="replace") if req.exists() else ""
+
+
+def _max_age_label(labels: dict[str, str]) -> float:
+    raw = labels.get(LABEL_ASYNC_MAX_AGE)
+    if raw is None:
+        return 6 * 3600.0
+    value = parse_duration(raw)
+    if not 1 <= value <= 6 * 3600:
+        raise BadRequest(f"label {LABEL_ASYNC_MAX_AGE}={raw!r} must be between 1s and 6h")
+    return value
 
 
 def _network_label(labels: dict[str, str]) -> bool:
@@ -126,6 +138,8 @@ class Deployer:
             max_queue=_int_label(labels, LABEL_QUEUE, 100, 0, 100_000),
             prefetch=_int_label(labels, LABEL_PREFETCH, DEFAULT_PREFETCH, 0, 16),
             egress=_network_label(labels),
+            async_retries=_int_label(labels, LABEL_ASYNC_RETRIES, 2, 0, 20),
+            async_max_age=_max_age_label(labels),
             max_response=self.max_response,
             max_request=self.max_request,
         )

@@ -28,3 +28,7 @@ class Deployment:
     max_queue: int = 100
     max_response: int = 6 * 1024 * 1024
     max_request: int = 6 * 1024 * 1024
+    # Asynchronous invocations: retries after the first run (as Lambda's default), and the
+    # age after which a queued one is dead-lettered instead of run (Lambda's 6 h).
+    async_retries: int = 2
+    async_max_age: float = 6 * 3600.0

@@ -17,6 +17,9 @@ from faasbox.observability.activations import ActivationLog
 from faasbox.observability.logs import LogHub
 from faasbox.observability.metrics import Metrics, PrewarmState
 from faasbox.pool.factory import PREWARM_RUNTIME, ReplicaFactory
+from faasbox.queue.dispatcher import Dispatcher
+from faasbox.queue.sqlite import SqliteQueue
+from faasbox.registry.api import CallIds
 from faasbox.registry.sqlite import SqliteStore
 from faasbox.sandbox.backends import load_backend
 from faasbox.sandbox.safety import SafeBackend
@@ -47,6 +50,9 @@ class Platform:
         data = settings.data_dir.resolve()
         self.data_dir = data
         self.store = SqliteStore(data / "faasbox.db")
+        self.queue = SqliteQueue(data / "queue.db", idempotency_window=settings.idempotency_window)
+        # Call ids name rows of both: never one that either has used.
+        self.store.call_ids = CallIds(max(self.store.last_seq, self.queue.last_seq) + 1)
         self.logs = LogHub(data / "logs")
         self.activations = ActivationLog(self.store, delay=1.0)
         self.backend = SafeBackend(load_backend(settings.backend))
@@ -82,10 +88,18 @@ class Platform:
             lambda: {n: len(p.replicas) for n, p in self.deployer.pools.items()},
             self._prewarm_state,
         )
+        self.dispatcher = Dispatcher(
+            self.queue,
+            self.deployer.pools,
+            self.activations,
+            self.metrics,
+            retry_base=settings.async_retry_base,
+        )
 
     async def start(self) -> None:
         await self.deployer.restore()
         self.factory.open()
+        await self.dispatcher.start()
         # Everything built so far lives as long as the platform: keep it out of the cyclic
         # garbage collector's full passes, which otherwise stall the loop for milliseconds.
         gc.collect()
@@ -98,10 +112,12 @@ class Platform:
         )
 
     async def stop(self) -> None:
+        await self.dispatcher.close()
         await self.deployer.close()
         await self.factory.close()
         await self.activations.flush()
         await self.logs.flush()
+        await self.queue.close()
         self.store.close()
 
     def info(self) -> dict[str, object]:

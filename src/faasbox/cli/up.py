@@ -81,6 +81,29 @@ def up(
             "first, always = every replica, off = never.",
         ),
     ] = ZygoteMode.scale,
+    async_max_body: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help="Largest request body /async-function accepts (e.g. 256Ki, 1Mi); larger: 413.",
+        ),
+    ] = "256Ki",
+    queue_max: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            min=1,
+            help="Asynchronous invocations that may wait unfinished; beyond it: 429.",
+        ),
+    ] = 100_000,
+    async_retry_delay: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="Delay before an asynchronous invocation's first retry (e.g. 1s, 200ms); "
+            "each further retry waits about twice as long (with jitter, at most 5m).",
+        ),
+    ] = "1s",
 ) -> None:
     """Run the platform: gateway, registry, pools and sandboxes in one process."""
     # Imported here, not at the top: the server stack is heavy, and every other CLI
@@ -89,6 +112,7 @@ def up(
     from faasbox.errors import FaasboxError
     from faasbox.sandbox.backends import choose_backend
     from faasbox.server import bind, run
+    from faasbox.units import parse_duration, parse_memory
 
     try:
         choice = choose_backend(backend)
@@ -103,6 +127,12 @@ def up(
             file=sys.stderr,
             flush=True,
         )
+    try:
+        max_body = parse_memory(async_max_body)
+        retry_base = parse_duration(async_retry_delay)
+    except FaasboxError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         probe = data_dir / ".write-test"
@@ -127,6 +157,9 @@ def up(
         prewarm=prewarm,
         prewarm_max=max(prewarm, prewarm_max),
         zygotes=zygotes.value,
+        async_max_body_bytes=max_body,
+        queue_max=queue_max,
+        async_retry_base=retry_base,
     )
 
     async def ready(url: str) -> None:

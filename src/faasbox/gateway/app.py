@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 
 from faasbox.config import Settings
 from faasbox.errors import FaasboxError
-from faasbox.gateway import errors, functions, observe, secrets
+from faasbox.gateway import asynchronous, errors, functions, observe, secrets
 from faasbox.gateway.invoke import PREFIX, InvokeHandler
 from faasbox.platform import Platform
 
@@ -23,6 +23,7 @@ class Gateway:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self.invoke = InvokeHandler(platform)
+        self.invoke_async = asynchronous.AsyncInvokeHandler(platform)
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -37,6 +38,7 @@ class Gateway:
                 *functions.routes(platform),
                 *observe.routes(platform),
                 *secrets.routes(platform),
+                *asynchronous.routes(platform),
             ],
             exception_handlers={
                 FaasboxError: errors.handle,
@@ -49,8 +51,11 @@ class Gateway:
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
         # A plain function returning the handler's coroutine: one coroutine per request,
         # not two. (Servers must be told the interface is ASGI 3; see faasbox.server.)
-        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
-            return self.invoke(scope, receive, send)
+        if scope["type"] == "http":
+            if scope["path"].startswith(PREFIX):
+                return self.invoke(scope, receive, send)
+            if scope["path"].startswith(asynchronous.PREFIX):
+                return self.invoke_async(scope, receive, send)
         return self.system(scope, receive, send)
 
 

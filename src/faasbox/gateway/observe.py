@@ -61,6 +61,7 @@ def routes(p: Platform) -> list[Route]:
         return JSONResponse(p.info())
 
     async def metrics(_: Request) -> Response:
+        await p.dispatcher.refresh()
         return Response(generate_latest(p.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def logs(request: Request) -> Response:
@@ -105,9 +106,17 @@ def routes(p: Platform) -> list[Route]:
         call_id = request.path_params["call_id"]
         await p.activations.flush()
         rec = await p.store.get_activation(call_id)
-        if rec is None:
+        task = await p.queue.status(call_id)
+        if rec is None and task is None:
             raise NotFound(f"activation {call_id!r} not found")
-        return JSONResponse(rec.to_api())
+        # An asynchronous call: its state and attempts; its last run's record, once it ran.
+        body: dict[str, object] = (
+            rec.to_api() if rec is not None else {"callId": call_id, "function": task.function}  # type: ignore[union-attr]
+        )
+        if task is not None:
+            body["state"] = task.shown_state
+            body["async"] = task.to_api()
+        return JSONResponse(body)
 
     return [
         Route("/healthz", healthz, methods=["GET"]),

@@ -110,8 +110,10 @@ class SqliteStore:
         _unindex_call_ids(self._db)
         # Rows up to this one predate call ids that name their row (found by a scan).
         self._legacy_seq: int = self._db.execute("PRAGMA user_version").fetchone()[0]
-        (last,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM activations").fetchone()
-        self.call_ids = CallIds(last + 1)
+        (self.last_seq,) = self._db.execute(
+            "SELECT coalesce(max(seq), 0) FROM activations"
+        ).fetchone()
+        self.call_ids = CallIds(self.last_seq + 1)
         self._lock = threading.Lock()
         self._max_activations = max_activations
         self._since_trim = 0

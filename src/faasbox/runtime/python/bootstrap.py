@@ -25,7 +25,8 @@ function's zygote and forks replicas that have the function imported already:
 
 Otherwise (and in each fork):
     host → runtime  {"t": "run", "id": N, "cid": call_id, "m": method, "p": path,
-                     "q": query, "h": [[k, v]...], "dl": unix_deadline} + body
+                     "q": query, "h": [[k, v]...], "dl": unix_deadline,
+                     "at": attempt (asynchronous calls; 1 when absent)} + body
     runtime → host  {"t": "res", "id": N, "s": status, "h": [[k, v]...]} + body
                   | {"t": "err", "id": N, "type": name, "message": text}
 
@@ -227,12 +228,17 @@ class Event:
 
 
 class Context:
-    __slots__ = ("call_id", "deadline", "function_name")
+    __slots__ = ("attempt", "call_id", "deadline", "function_name")
 
-    def __init__(self, call_id: str, function_name: str, deadline: float) -> None:
+    def __init__(
+        self, call_id: str, function_name: str, deadline: float, attempt: int = 1
+    ) -> None:
         self.call_id = call_id
         self.function_name = function_name
         self.deadline = deadline
+        # Which run of this call this is: above 1 for an asynchronous call run again (a
+        # retry, or a redelivery after the platform stopped while it ran).
+        self.attempt = attempt
 
     def remaining_time(self) -> float:
         return max(0.0, self.deadline - time.time())
@@ -663,7 +669,9 @@ class Runtime:
     def _args(self, head: dict[str, Any], body: bytes) -> tuple[Any, ...]:
         if self.classic:
             return (body.decode("utf-8", "replace"),)
-        ctx = Context(head.get("cid", ""), self.function, float(head.get("dl", 0)))
+        ctx = Context(
+            head.get("cid", ""), self.function, float(head.get("dl", 0)), int(head.get("at", 1))
+        )
         return (Event(head, body), ctx)
 
     def _reply(self, rid: int, result: Any) -> None:

@@ -1,0 +1,1 @@
+"""Asynchronous invocations: the durable queue and its dispatcher."""
