@@ -45,6 +45,11 @@ EXPIRE_EVERY = 30.0
 BLOCKED_RECHECK = 0.25
 
 
+class Expired(FaasboxError):
+    status = 504
+    code = "expired"
+
+
 def retryable(status: int) -> bool:
     """Worth another try: the function or the platform failed (5xx), or was at capacity."""
     return status >= 500 or status == 429
@@ -259,6 +264,8 @@ class Dispatcher:
         pool = self.pools.get(name)
         outcome: Invocation | FaasboxError
         try:
+            if task.expired(start):  # it waited past its maximum age for room to run
+                raise Expired(f"not run: older than its maximum age ({task.max_age:g}s)")
             if pool is None:
                 raise FunctionNotFound(name)
             outcome = await pool.invoke(task_head(pool, task), task.request.body)
@@ -271,7 +278,9 @@ class Dispatcher:
         response, replica, error = self._record(task, outcome, start, duration)
         attempt = Attempt(task.attempt, start, duration, response.status, error, replica)
         status = response.status
-        if not retryable(status):
+        if isinstance(outcome, Expired):
+            state = DEAD
+        elif not retryable(status):
             state = SUCCEEDED if status < 400 else FAILED
         elif task.retries_left > 0:
             delay = backoff(task.attempt - task.budget_from, self.retry_base)
