@@ -104,6 +104,13 @@ def up(
             "each further retry waits about twice as long (with jitter, at most 5m).",
         ),
     ] = "1s",
+    idempotency_window: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="How long an X-Idempotency-Key names its first asynchronous call (e.g. 24h).",
+        ),
+    ] = "24h",
 ) -> None:
     """Run the platform: gateway, registry, pools and sandboxes in one process."""
     # Imported here, not at the top: the server stack is heavy, and every other CLI
@@ -130,6 +137,7 @@ def up(
     try:
         max_body = parse_memory(async_max_body)
         retry_base = parse_duration(async_retry_delay)
+        window = parse_duration(idempotency_window)
     except FaasboxError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
@@ -160,6 +168,7 @@ def up(
         async_max_body_bytes=max_body,
         queue_max=queue_max,
         async_retry_base=retry_base,
+        idempotency_window=window,
     )
 
     async def ready(url: str) -> None:
