@@ -63,3 +63,25 @@ def test_size_limit_counts_real_bytes(tmp_path: Path) -> None:
 def test_not_a_zip(tmp_path: Path) -> None:
     with pytest.raises(InvalidBundle, match="not a valid zip"):
         unpack(b"PK\x03\x04garbage", tmp_path)
+
+
+def test_python_files_are_compiled_once_naming_their_final_place(tmp_path: Path) -> None:
+    import importlib.util
+    import marshal
+    import sys
+
+    files: dict[str | zipfile.ZipInfo, bytes] = {
+        "handler.py": b"def handle(event, context):\n    return 1\n",
+        "pkg/mod.py": b"X = 2\n",
+        "broken.py": b"def (:\n",  # the build's import check reports this one
+    }
+    _, dest = unpack(_zip(files), tmp_path)
+    tag = sys.implementation.cache_tag
+    pyc = dest / "__pycache__" / f"handler.{tag}.pyc"
+    assert pyc.exists() and (dest / "pkg" / "__pycache__" / f"mod.{tag}.pyc").exists()
+    assert not (dest / "__pycache__" / f"broken.{tag}.pyc").exists()
+    data = pyc.read_bytes()
+    assert data[:4] == importlib.util.MAGIC_NUMBER
+    assert marshal.loads(data[16:]).co_filename == str(dest / "handler.py")
+    assert stat.S_IMODE(pyc.stat().st_mode) == 0o644
+    assert stat.S_IMODE(pyc.parent.stat().st_mode) == 0o755

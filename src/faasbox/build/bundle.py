@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import io
 import os
@@ -37,6 +38,17 @@ def _check_member(info: zipfile.ZipInfo) -> PurePosixPath:
     if ftype and ftype not in (stat.S_IFREG, stat.S_IFDIR):
         raise InvalidBundle(f"bundle entry {name!r} is not a regular file")
     return path
+
+
+def _compile(directory: Path, shown_as: Path) -> None:
+    """Compile the bundle's Python files to bytecode now, once, so that no cold start pays
+    for it: replicas read the code read-only and never write bytecode (~5-10 ms for a
+    100-line module on this machine). Bytecode for the platform's interpreter, which is the
+    replicas'; tracebacks name ``shown_as``. A file that does not compile is left alone
+    (the build's import check reports it)."""
+    compileall.compile_dir(
+        directory, ddir=str(shown_as), quiet=2, workers=1, legacy=False, force=True
+    )
 
 
 def unpack(data: bytes, dest_root: Path, *, max_size: int = MAX_UNPACKED) -> tuple[str, Path]:
@@ -83,6 +95,7 @@ def unpack(data: bytes, dest_root: Path, *, max_size: int = MAX_UNPACKED) -> tup
                             )
                         out.write(chunk)
                 os.chmod(target, 0o644)
+            _compile(tmp, dest)
             for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
                 os.chmod(d, 0o755)
             try:
