@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
@@ -149,3 +150,33 @@ def error_code(r: httpx.Response) -> str:
     assert set(body) == {"error"}, body
     assert {"code", "message"} <= set(body["error"]), body
     return str(body["error"]["code"])
+
+
+class Receiver:
+    """A callback receiver on an ephemeral loopback port; answers ``statuses`` in turn
+    (then 200) and records every request."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.statuses = list(statuses or [])
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.calls.append({"headers": dict(self.headers), "body": body})
+                status = outer.statuses.pop(0) if outer.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/done"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

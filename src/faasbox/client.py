@@ -22,6 +22,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypedDict, cast
 from urllib.parse import quote
@@ -30,6 +31,10 @@ import httpx
 
 __all__ = [
     "Activation",
+    "AsyncAccepted",
+    "AsyncAttempt",
+    "AsyncCall",
+    "AsyncSummary",
     "CallTimeout",
     "Client",
     "ClientError",
@@ -117,17 +122,76 @@ class FunctionStatus(TypedDict, total=False):
     buildLog: str
 
 
-class Activation(TypedDict, total=False):
-    callId: str
-    function: str
-    version: int
-    start: str | float
+class AsyncAttempt(TypedDict, total=False):
+    """How one run of an asynchronous call ended."""
+
+    attempt: int
+    start: float  # unix seconds
     durationSeconds: float
     statusCode: int
-    coldStart: bool
-    initMs: float
-    replica: str
     error: str | None
+    replica: str | None
+
+
+class AsyncCall(TypedDict, total=False):
+    """An asynchronous call's state: ``async`` of its activation, or a dead letter."""
+
+    callId: str
+    function: str
+    state: str  # queued | running | retrying | succeeded | failed | dead
+    attempt: int  # runs so far
+    maxRetries: int  # retries allowed after the first run (afresh after a redrive)
+    enqueuedAt: float
+    nextAttemptAt: float | None
+    finishedAt: float | None
+    callbackUrl: str | None
+    callback: str | None  # pending | delivered | failed
+    attempts: list[AsyncAttempt]
+
+
+class AsyncFunctionDepth(TypedDict, total=False):
+    unfinished: int
+    oldestAgeSeconds: float
+
+
+class AsyncSummary(TypedDict, total=False):
+    """``GET /system/async``: unfinished (queued or running) asynchronous calls."""
+
+    unfinished: int
+    max: int  # faasbox up --queue-max: beyond it, new ones get 429
+    functions: dict[str, AsyncFunctionDepth]
+
+
+# The functional form: "async" is a keyword. An asynchronous call's record has "state" and
+# "async"; until it has run, none of the fields of a run.
+Activation = TypedDict(
+    "Activation",
+    {
+        "callId": str,
+        "function": str,
+        "version": int,
+        "start": str | float,
+        "durationSeconds": float,
+        "statusCode": int,
+        "coldStart": bool,
+        "initMs": float,
+        "replica": str,
+        "error": str | None,
+        "state": str,
+        "async": AsyncCall,
+    },
+    total=False,
+)
+
+
+@dataclass(frozen=True)
+class AsyncAccepted:
+    """The answer to ``invoke_async``: the call is durably queued."""
+
+    call_id: str
+    # The idempotency key named an earlier call: nothing new was queued, call_id is its.
+    replay: bool
+    response: httpx.Response
 
 
 class LogLine(TypedDict, total=False):
@@ -438,6 +502,77 @@ class Client:
             raise CallTimeout(name, timeout or 0.0) from exc
         except httpx.HTTPError as exc:
             raise self._map(exc) from exc
+
+    def invoke_async(
+        self,
+        name: str,
+        *,
+        data: bytes | None = None,
+        path: str = "",
+        query: Sequence[tuple[str, str]] = (),
+        headers: Sequence[tuple[str, str]] = (),
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncAccepted:
+        """Queue a call: POST ``/async-function/NAME[/path]``, answered 202 once it is
+        stored. An error answer (unknown function, body too large, queue full, function
+        not ready, bad callback URL) raises ``ClientError``."""
+        if path and not path.startswith("/"):
+            path = "/" + path
+        extra = list(headers)
+        if callback_url is not None:
+            extra.append(("X-Callback-Url", callback_url))
+        if idempotency_key is not None:
+            extra.append(("X-Idempotency-Key", idempotency_key))
+        response = self._request(
+            "POST",
+            f"/async-function/{_seg(name)}{quote(path)}",
+            params=list(query),
+            headers=extra,
+            content=data,
+        )
+        self._check(response, not_found=_missing(name))
+        call_id = response.headers.get("x-call-id")
+        if not call_id:
+            raise ClientError(
+                f"POST /async-function/{name} answered {response.status_code} without an "
+                "X-Call-Id header: is this a faasbox gateway with asynchronous calls?",
+                status=response.status_code,
+            )
+        replay = response.headers.get("x-faasbox-idempotent-replay", "").lower() == "true"
+        return AsyncAccepted(call_id, replay, response)
+
+    def async_summary(self) -> AsyncSummary:
+        return cast(AsyncSummary, self._json("GET", "/system/async"))
+
+    def dead_letters(self, name: str | None = None, limit: int | None = None) -> list[AsyncCall]:
+        """Asynchronous calls that ran out of retries (or of age), of one function or all."""
+        params: dict[str, str] = {}
+        if name:
+            params["name"] = name
+        if limit is not None:
+            params["limit"] = str(limit)
+        return cast(list[AsyncCall], self._json("GET", "/system/async/dead", params=params))
+
+    def redrive(self, *, call_id: str | None = None, name: str | None = None) -> list[str]:
+        """Queue dead letters again with a fresh retry budget: one (``call_id``), one
+        function's (``name``), or all (neither); returns their call ids. A ``call_id``
+        that is not a dead letter raises ``ClientError`` with status 404."""
+        body: dict[str, str] = {}
+        if call_id is not None:
+            body["callId"] = call_id
+        if name is not None:
+            body["name"] = name
+        answer = self._json(
+            "POST",
+            "/system/async/dead/redrive",
+            json=body,
+            not_found=f"no dead asynchronous call {call_id!r}" if call_id else None,
+        )
+        ids = answer.get("redriven") if isinstance(answer, dict) else None
+        if not isinstance(ids, list):
+            raise ClientError(f"unexpected answer to a redrive: {answer!r:.200}")
+        return [str(i) for i in ids]
 
     def logs(
         self,

@@ -3,10 +3,8 @@ queue, retries, dead letters, callbacks, status, idempotency, fairness and metri
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Server, deploy, error_code, wait_for
+from tests.support import Receiver, Server, deploy, error_code, wait_for
 
 # Every retry here waits ~50-100 ms (the first), doubling.
 RETRY = ("--async-retry-delay", "50ms")
@@ -72,36 +70,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def client(srv: Server) -> Iterator[httpx.Client]:
     with srv.client() as c:
         yield c
-
-
-class Receiver:
-    """A callback receiver on an ephemeral loopback port; answers ``statuses`` in turn
-    (then 200) and records every request."""
-
-    def __init__(self, statuses: list[int] | None = None) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.statuses = list(statuses or [])
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.calls.append({"headers": dict(self.headers), "body": body})
-                status = outer.statuses.pop(0) if outer.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/done"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

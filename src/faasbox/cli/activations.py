@@ -5,13 +5,24 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from faasbox.cli.params import JsonOption, check_name
 from faasbox.cli.render import fmt_seconds, fmt_time, fmt_value, key_values, print_json
 from faasbox.cli.state import get_state
-from faasbox.client import Activation
+from faasbox.client import Activation, AsyncAttempt, AsyncCall
+
+# An asynchronous call's states: waiting or running, done, given up.
+ASYNC_STYLE = {
+    "queued": "yellow",
+    "running": "yellow",
+    "retrying": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "dead": "red",
+}
 
 
 def list_activations(
@@ -83,7 +94,9 @@ def show_activation(
     and error.
 
     Every synchronous call through /function/NAME leaves one; its id is the X-Call-Id
-    header of the response (`faasbox invoke -v` shows it).
+    header of the response (`faasbox invoke -v` shows it). For an asynchronous call
+    (`faasbox invoke --async` prints its id) it also shows its state and every attempt;
+    the other fields are those of its latest run.
     """
     state = get_state(ctx)
     with state.client() as client:
@@ -91,21 +104,62 @@ def show_activation(
     if as_json:
         print_json(state.out, a)
         return
+    task = a.get("async")
+    rows: list[tuple[str, Text | str]] = [("function", fmt_value(a.get("function")))]
+    if task is not None:
+        rows += _async_rows(task)
+    if task is None or "statusCode" in a:  # an asynchronous call has no run until it ran
+        rows += [
+            ("version", fmt_value(a.get("version"))),
+            ("status", _status(a)),
+            ("start", fmt_time(a.get("start"))),
+            ("duration", fmt_seconds(a.get("durationSeconds"))),
+            ("cold start", fmt_value(bool(a.get("coldStart")))),
+            ("init", _init(a) or "-"),
+            ("replica", fmt_value(a.get("replica"))),
+            ("error", Text(fmt_value(a.get("error")), style="red" if a.get("error") else "")),
+        ]
+    panel = key_values(a.get("callId", call_id), rows)
+    attempts = task.get("attempts") if task is not None else None
+    state.out.print(Group(panel, _attempts_table(attempts)) if attempts else panel)
+
+
+def _async_rows(task: AsyncCall) -> list[tuple[str, Text | str]]:
+    callback = fmt_value(task.get("callbackUrl"))
+    if task.get("callbackUrl"):
+        callback += f" ({task.get('callback') or 'not sent yet'})"
+    state = task.get("state", "-")
     rows: list[tuple[str, Text | str]] = [
-        ("function", fmt_value(a.get("function"))),
-        ("version", fmt_value(a.get("version"))),
-        ("status", _status(a)),
-        ("start", fmt_time(a.get("start"))),
-        ("duration", fmt_seconds(a.get("durationSeconds"))),
-        ("cold start", fmt_value(bool(a.get("coldStart")))),
-        ("init", _init(a) or "-"),
-        ("replica", fmt_value(a.get("replica"))),
-        ("error", Text(fmt_value(a.get("error")), style="red" if a.get("error") else "")),
+        ("state", Text(state, style=ASYNC_STYLE.get(state, ""))),
+        ("attempts", f"{task.get('attempt', 0)} (retries allowed: {task.get('maxRetries', '-')})"),
+        ("enqueued", fmt_time(task.get("enqueuedAt"))),
     ]
-    state.out.print(key_values(a.get("callId", call_id), rows))
+    if task.get("nextAttemptAt") is not None:
+        rows.append(("next attempt", fmt_time(task.get("nextAttemptAt"))))
+    rows += [("finished", fmt_time(task.get("finishedAt"))), ("callback", callback)]
+    return rows
 
 
-def _status(a: Activation) -> Text:
+def _attempts_table(attempts: list[AsyncAttempt]) -> Table:
+    table = Table(
+        title="attempts", title_justify="left", box=None, header_style="bold", pad_edge=False
+    )
+    for column in ("#", "START", "DURATION", "CODE", "REPLICA"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("ERROR", overflow="fold")
+    for at in attempts:
+        table.add_row(
+            fmt_value(at.get("attempt")),
+            fmt_time(at.get("start")),
+            fmt_seconds(at.get("durationSeconds")),
+            _status(at),
+            fmt_value(at.get("replica")),
+            Text(fmt_value(at.get("error")), style="red" if at.get("error") else ""),
+        )
+    return table
+
+
+def _status(a: Activation | AsyncAttempt) -> Text:
     code = a.get("statusCode")
     if code is None:
         return Text("-")

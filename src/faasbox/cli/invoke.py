@@ -15,8 +15,8 @@ from rich.text import Text
 
 from faasbox.cli.params import NameArg
 from faasbox.cli.render import print_error
-from faasbox.cli.state import get_state
-from faasbox.client import INVOKE_TIMEOUT, CallTimeout, error_from_response
+from faasbox.cli.state import CliState, get_state
+from faasbox.client import INVOKE_TIMEOUT, CallTimeout, ClientError, error_from_response
 
 _HIGHLIGHT = {"x-faasbox-cold-start", "x-call-id", "x-duration-seconds"}
 
@@ -81,22 +81,74 @@ def invoke(
         bool,
         typer.Option("--verbose", "-v", help="Print the status line and headers to stderr first."),
     ] = False,
+    run_async: Annotated[
+        bool,
+        typer.Option(
+            "--async",
+            help="Queue the call (POST /async-function/NAME) instead of waiting for it: prints "
+            "its call id; failed runs are retried, then kept as dead letters (faasbox queue).",
+        ),
+    ] = False,
+    callback: Annotated[
+        str | None,
+        typer.Option(
+            "--callback",
+            metavar="URL",
+            help="With --async: POST the function's answer to URL when the call finishes.",
+            show_default=False,
+        ),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            metavar="KEY",
+            help="With --async: the same KEY sent again within the gateway's idempotency "
+            "window (a day by default) queues nothing new and gives back the first call's id.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Call a function: POST /function/NAME, or GET without a body.
 
     The body comes from --data, --data-file, or stdin when it is piped. The answer's body is
     written to stdout as is; the exit code is 1 when its status is 400 or more.
 
+    With --async the call is queued and runs later (always as a POST): the call id is
+    written to stdout, and `faasbox activation CALL_ID` shows its state and attempts.
+
     Examples:
 
     * `faasbox invoke hello --data world -v`
     * `echo '{"a": 1}' | faasbox invoke hello -H content-type=application/json`
     * `faasbox invoke api -X DELETE --path /items/3 --query force=true`
+    * `faasbox invoke report --async --data '{"day": 3}' --idempotency-key report-3`
     """
     state = get_state(ctx)
+    if not run_async:
+        for given, option, what in (
+            (callback, "--callback", "a callback"),
+            (idempotency_key, "--idempotency-key", "an idempotency key"),
+        ):
+            if given is not None:
+                raise typer.BadParameter(
+                    f"only asynchronous calls take {what}: add --async", param_hint=option
+                )
+    elif method is not None and method.upper() != "POST":
+        raise typer.BadParameter(
+            f"asynchronous calls are always POSTed, not {method.upper()}: drop --method or --async",
+            param_hint="--method",
+        )
+    if callback is not None and not callback.startswith(("http://", "https://")):
+        raise typer.BadParameter(
+            f"{callback!r} is not an http:// or https:// URL", param_hint="--callback"
+        )
     body = _body(data, data_file)
     headers = [_pair(h, "--header", header=True) for h in header or []]
     params = [_pair(q, "--query") for q in query or []]
+    if run_async:
+        _invoke_async(state, name, body, path, params, headers, callback, idempotency_key, verbose)
+        return
     with state.client() as client:
         try:
             response = client.invoke(
@@ -127,6 +179,56 @@ def invoke(
         print_error(state.err, error.message, error.detail)
         raise typer.Exit(1)
     _write_body(response.content)
+
+
+def _invoke_async(
+    state: CliState,
+    name: str,
+    body: bytes | None,
+    path: str,
+    params: list[tuple[str, str]],
+    headers: list[tuple[str, str]],
+    callback: str | None,
+    idempotency_key: str | None,
+    verbose: bool,
+) -> None:
+    with state.client() as client:
+        try:
+            accepted = client.invoke_async(
+                name,
+                data=body,
+                path=path,
+                query=params,
+                headers=headers,
+                callback_url=callback,
+                idempotency_key=idempotency_key,
+            )
+        except ClientError as exc:
+            if exc.status != 413:
+                raise
+            raise ClientError(
+                f"{exc.message}; the gateway's limit for asynchronous calls is set with "
+                "`faasbox up --async-max-body SIZE`",
+                status=exc.status,
+                code=exc.code,
+                detail=exc.detail,
+            ) from None
+    if verbose:
+        _print_head(state.err, accepted.response)
+    call_id = accepted.call_id
+    if accepted.replay:
+        key = f" {idempotency_key!r}" if idempotency_key is not None else ""
+        note = (
+            f"nothing new queued: the idempotency key{key} names an earlier call to "
+            f"{name!r}, {call_id}"
+        )
+    else:
+        note = f"queued an asynchronous call to {name!r}: {call_id}"
+    follow = f"faasbox{state.gateway_args()} activation {call_id}"
+    state.err.print(f"{note}\nfollow it with: {follow}", markup=False, highlight=False)
+    # Only the id on stdout, for scripts: id=$(faasbox invoke fn --async)
+    sys.stdout.write(call_id + "\n")
+    sys.stdout.flush()
 
 
 def _body(data: str | None, data_file: str | None) -> bytes | None:

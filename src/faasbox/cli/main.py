@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from faasbox import __version__
-from faasbox.cli import activations, deploy, functions, invoke, logs, new, secret
+from faasbox.cli import activations, deploy, functions, invoke, logs, new, queue, secret
 from faasbox.cli.errors import CliError
 from faasbox.cli.plain_help import PlainCommand, PlainGroup
 from faasbox.cli.render import print_error
@@ -87,6 +87,7 @@ app.command(cls=PlainCommand)(logs.logs)
 app.command("activations", cls=PlainCommand)(activations.list_activations)
 app.command("activation", cls=PlainCommand)(activations.show_activation)
 app.add_typer(secret.app, name="secret")
+app.add_typer(queue.app, name="queue")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
