@@ -51,6 +51,9 @@ STEM_MEMORY = 256 * 1024 * 1024
 # refill yields to the replicas serving calls; its function's share is the default.
 STEM_CPU_WEIGHT = 10
 STEM_LIMITS = Limits(memory_bytes=STEM_MEMORY, cpu_weight=STEM_CPU_WEIGHT)
+# Once its runtime waits, a stem cell uses no CPU: it gets the default share then, off the
+# cold path, so that giving it a function with the default limits writes no cgroup file.
+STEM_WAITING = Limits(memory_bytes=STEM_MEMORY)
 # Variables read only when a process starts: a function that sets one is not prewarmed.
 STARTUP_ENV = ("LD_", "LC_", "LANG", "MALLOC_", "GLIBC_TUNABLES")
 
@@ -314,6 +317,7 @@ class ReplicaFactory:
         sandbox = await self.backend.create(spec, sink)
         try:
             await asyncio.wait_for(_hello(sandbox), self.init_timeout)
+            await self.backend.relimit(sandbox, STEM_WAITING)
         except BaseException as exc:
             await asyncio.shield(sandbox.destroy())
             if isinstance(exc, Exception):

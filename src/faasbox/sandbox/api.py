@@ -174,6 +174,11 @@ class Forking(Protocol):
 class Prewarming(Protocol):
     """What a backend with the ``prewarm`` capability adds."""
 
+    async def relimit(self, sandbox_id: str, limits: Limits) -> None:
+        """Replace a stem cell's cgroup limits before it gets its function (a stem cell
+        starts with a small CPU share, raised once its runtime waits, off the cold path)."""
+        ...
+
     async def inject(self, sandbox_id: str, injection: Injection) -> None:
         """Give a running stem cell its function (see ``Injection``). Raises
         ``FaasboxError`` or ``OSError`` if it cannot; the stem cell must then be destroyed,

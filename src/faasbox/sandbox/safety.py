@@ -94,6 +94,13 @@ class SafeBackend:
         sandbox.injected = True
         await cast(Prewarming, self._inner).inject(sandbox.id, injection)
 
+    async def relimit(self, sandbox: SafeSandbox, limits: Limits) -> None:
+        """A stem cell's cgroup limits, before ``inject`` (backends with ``prewarm``)."""
+        sandbox._check()
+        if "prewarm" not in self.capabilities or sandbox.injected:
+            raise RuntimeError(f"sandbox {sandbox.id} is not a waiting stem cell")
+        await cast(Prewarming, self._inner).relimit(sandbox.id, limits)
+
     async def fork(
         self,
         zygote: SafeSandbox,

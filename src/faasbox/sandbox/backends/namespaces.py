@@ -141,6 +141,9 @@ class NamespacesBackend(ProcessBackend):
             await asyncio.to_thread(self.release, spec)
             raise
 
+    async def relimit(self, sandbox_id: str, limits: Limits) -> None:
+        self.cgroups.update(sandbox_id, limits)
+
     async def inject(self, sandbox_id: str, injection: Injection) -> None:
         # On the loop: a few system calls of ~0.1 ms each, on the cold path only.
         self._slots.inject(sandbox_id, injection)
