@@ -201,8 +201,15 @@ def _deploy_stack(url: str, path: Path) -> None:
         lines.append("  curl " + example.replace("{url}", fn_url))
     gateway = "" if url == "http://127.0.0.1:8080" else f" --gateway {url}"
     print("\nfaasbox is up. Call the functions:", *lines, sep="\n", flush=True)
+    if functions:
+        first = next(iter(functions))
+        print(
+            "\nOr queue a call, to run later with retries (202 and its X-Call-Id; "
+            f"`faasbox activation CALL_ID` follows it):\n  curl -i -X POST {url}/async-function/{first}",
+            flush=True,
+        )
     print(
-        f"\nOr use the CLI (in another shell): .venv/bin/faasbox{gateway} list | invoke NAME | "
-        "logs NAME -f | describe NAME\nStop with Ctrl-C.",
+        f"\nOr use the CLI (in another shell): .venv/bin/faasbox{gateway} list | invoke NAME "
+        "[--async] | logs NAME -f | describe NAME | queue status\nStop with Ctrl-C.",
         flush=True,
     )
