@@ -4,6 +4,7 @@ event loop never waits on disk."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import threading
@@ -11,8 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-
-import orjson
 
 from faasbox.errors import Conflict, FunctionNotFound
 from faasbox.registry.api import (
@@ -73,6 +72,18 @@ _ACTIVATION_COLUMNS = (
     "seq, call_id, function, version, start_ns, duration_s, status, cold, init_ms, replica, "
     "error, start_path"
 )
+
+
+# Activation rows per INSERT statement (12 values each; SQLite allows 32,766 parameters).
+_CHUNK = 80
+
+
+@functools.cache
+def _insert_rows(n: int) -> str:
+    row = "(" + ", ".join("?" * 12) + ")"
+    return f"INSERT OR REPLACE INTO activations({_ACTIVATION_COLUMNS}) VALUES " + ", ".join(
+        [row] * n
+    )
 
 
 def _unindex_call_ids(db: sqlite3.Connection) -> None:
@@ -238,21 +249,17 @@ class SqliteStore:
     # -- activations -----------------------------------------------------------------------
     async def add_activations(self, rows: list[ActivationRow]) -> None:
         def tx(db: sqlite3.Connection) -> None:
-            # One statement for the whole batch: sqlite3 releases the GIL around each step,
-            # and a step per row would make the event loop thread fight for it.
+            # Multi-row INSERTs of _CHUNK rows: ~4 µs a row, against ~7 with executemany and
+            # ~10 with one json_each statement, and sqlite3 releases the GIL only once per
+            # statement (a statement per row would make the event loop's thread fight for
+            # it). Rows whose call id names no row are skipped.
             seq = CallIds.seq
-            # ~10x faster than json: the GIL is held meanwhile.
-            payload = orjson.dumps([(seq(row[0]), *row) for row in rows])
+            values = [(n, *row) for row in rows if (n := seq(row[0])) is not None]
             with db:
                 db.execute("BEGIN")
-                db.execute(
-                    "INSERT OR REPLACE INTO activations(seq, call_id, function, version, "
-                    "start_ns, duration_s, status, cold, init_ms, replica, error, start_path) "
-                    "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, "
-                    "value->>6, value->>7, value->>8, value->>9, value->>10, value->>11 "
-                    "FROM json_each(?) WHERE value->>0 IS NOT NULL",
-                    (payload,),
-                )
+                for i in range(0, len(values), _CHUNK):
+                    chunk = values[i : i + _CHUNK]
+                    db.execute(_insert_rows(len(chunk)), [v for row in chunk for v in row])
                 self._since_trim += len(rows)
                 # Keep the table bounded: now and then drop the oldest beyond the cap.
                 if self._since_trim >= self._max_activations // 10:
