@@ -114,7 +114,8 @@ def routes(p: Platform) -> list[Route]:
             rec.to_api() if rec is not None else {"callId": call_id, "function": task.function}  # type: ignore[union-attr]
         )
         if task is not None:
-            body["state"] = task.shown_state
+            # API.md's five states here; ``async.state`` also tells "retrying" from "queued".
+            body["state"] = task.state
             body["async"] = task.to_api()
         return JSONResponse(body)
 
