@@ -4,6 +4,8 @@ directories from before them."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -30,7 +32,7 @@ def test_records_are_found_by_call_id_and_ids_continue_after_a_restart(tmp_path:
         store = SqliteStore(tmp_path / "db")
         first = [store.call_ids.new() for _ in range(3)]
         await store.add_activations([_row(c) for c in first])
-        store.close()
+        await store.aclose()
         store = SqliteStore(tmp_path / "db")
         later = store.call_ids.new()
         assert CallIds.seq(later) == 4  # counted on from the last row, never reused
@@ -44,7 +46,7 @@ def test_records_are_found_by_call_id_and_ids_continue_after_a_restart(tmp_path:
         assert await store.get_activation(later[:16] + "0" * 16) is None
         assert await store.get_activation("not-a-call-id") is None
         assert [r.call_id for r in await store.list_activations(None, 10)] == [later, *first[::-1]]
-        store.close()
+        await store.aclose()
 
     asyncio.run(main())
 
@@ -78,8 +80,44 @@ def test_a_data_directory_from_before_is_migrated_keeping_its_records(tmp_path: 
         await store.add_activations([_row(new)])
         assert (await store.get_activation(new)) is not None
         assert len(await store.list_activations(None, 10)) == 4
-        store.close()
+        await store.aclose()
 
     asyncio.run(main())
     indexes = sqlite3.connect(tmp_path / "db").execute("PRAGMA index_list(activations)")
     assert not [i for i in indexes if i[2]]  # no unique index left to insert into
+
+
+def test_records_are_written_by_a_writer_process_that_comes_back_if_killed(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "db")
+        first = store.call_ids.new()
+        await store.add_activations([_row(first)])
+        writer = store._writer
+        assert writer is not None and writer._proc is not None
+        pid = writer._proc.pid
+        assert pid != os.getpid() and (await store.get_activation(first)) is not None
+        os.kill(pid, signal.SIGKILL)
+        await writer._proc.wait()
+        again = store.call_ids.new()
+        await store.add_activations([_row(again)])  # a new writer, or the thread fallback
+        assert (await store.get_activation(again)) is not None
+        await store.aclose()
+        assert writer._proc is None
+
+    asyncio.run(main())
+
+
+def test_without_the_writer_process_records_are_written_in_a_thread(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SqliteStore(tmp_path / "db", writer_process=False, max_activations=50)
+        ids = [store.call_ids.new() for _ in range(200)]
+        for i in range(0, 200, 10):
+            await store.add_activations([_row(c) for c in ids[i : i + 10]])
+        kept = await store.list_activations(None, 1000)
+        # Bounded: the oldest beyond the cap go (now and then, so up to 10% more stay).
+        assert 50 <= len(kept) <= 60 and kept[0].call_id == ids[-1]
+        await store.aclose()
+
+    asyncio.run(main())

@@ -4,8 +4,8 @@ event loop never waits on disk."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from faasbox.errors import Conflict, FunctionNotFound
+from faasbox.registry.activation_writer import (
+    ACTIVATION_COLUMNS,
+    ActivationWriter,
+    Inserter,
+    connect,
+)
 from faasbox.registry.api import (
     ActivationRecord,
     ActivationRow,
@@ -23,6 +29,7 @@ from faasbox.registry.api import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("faasbox.registry")
 
 ACTIVATIONS = """
 CREATE TABLE IF NOT EXISTS activations (
@@ -68,24 +75,6 @@ DROP INDEX IF EXISTS activations_by_function;
 """
 
 
-_ACTIVATION_COLUMNS = (
-    "seq, call_id, function, version, start_ns, duration_s, status, cold, init_ms, replica, "
-    "error, start_path"
-)
-
-
-# Activation rows per INSERT statement (12 values each; SQLite allows 32,766 parameters).
-_CHUNK = 80
-
-
-@functools.cache
-def _insert_rows(n: int) -> str:
-    row = "(" + ", ".join("?" * 12) + ")"
-    return f"INSERT OR REPLACE INTO activations({_ACTIVATION_COLUMNS}) VALUES " + ", ".join(
-        [row] * n
-    )
-
-
 def _unindex_call_ids(db: sqlite3.Connection) -> None:
     """A data directory from before call ids named their row has a unique index on
     ``call_id``: its table is rebuilt without it, rows kept, and ``user_version`` keeps the
@@ -97,8 +86,8 @@ def _unindex_call_ids(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE activations RENAME TO activations_before_call_ids")
         db.execute(ACTIVATIONS)
         db.execute(
-            f"INSERT INTO activations({_ACTIVATION_COLUMNS}) "
-            f"SELECT {_ACTIVATION_COLUMNS} FROM activations_before_call_ids"
+            f"INSERT INTO activations({ACTIVATION_COLUMNS}) "
+            f"SELECT {ACTIVATION_COLUMNS} FROM activations_before_call_ids"
         )
         db.execute("DROP TABLE activations_before_call_ids")
         (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM activations").fetchone()
@@ -106,11 +95,11 @@ def _unindex_call_ids(db: sqlite3.Connection) -> None:
 
 
 class SqliteStore:
-    def __init__(self, path: Path, *, max_activations: int = 100_000) -> None:
+    def __init__(
+        self, path: Path, *, max_activations: int = 100_000, writer_process: bool = True
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect(path)
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(activations)")}
@@ -126,8 +115,17 @@ class SqliteStore:
         ).fetchone()
         self.call_ids = CallIds(self.last_seq + 1)
         self._lock = threading.Lock()
-        self._max_activations = max_activations
-        self._since_trim = 0
+        self._inserter = Inserter(max_activations)
+        self._writer: ActivationWriter | None = (
+            ActivationWriter(path, max_activations) if writer_process else None
+        )
+        self._writer_failures = 0
+
+    async def aclose(self) -> None:
+        """Stop the activation writer (after what it was given is stored), then close."""
+        if self._writer is not None:
+            await self._writer.close()
+        self.close()
 
     def close(self) -> None:
         with self._lock:
@@ -248,28 +246,24 @@ class SqliteStore:
 
     # -- activations -----------------------------------------------------------------------
     async def add_activations(self, rows: list[ActivationRow]) -> None:
-        def tx(db: sqlite3.Connection) -> None:
-            # Multi-row INSERTs of _CHUNK rows: ~4 µs a row, against ~7 with executemany and
-            # ~10 with one json_each statement, and sqlite3 releases the GIL only once per
-            # statement (a statement per row would make the event loop's thread fight for
-            # it). Rows whose call id names no row are skipped.
-            seq = CallIds.seq
-            values = [(n, *row) for row in rows if (n := seq(row[0])) is not None]
-            with db:
-                db.execute("BEGIN")
-                for i in range(0, len(values), _CHUNK):
-                    chunk = values[i : i + _CHUNK]
-                    db.execute(_insert_rows(len(chunk)), [v for row in chunk for v in row])
-                self._since_trim += len(rows)
-                # Keep the table bounded: now and then drop the oldest beyond the cap.
-                if self._since_trim >= self._max_activations // 10:
-                    self._since_trim = 0
-                    db.execute(
-                        "DELETE FROM activations WHERE seq <= (SELECT max(seq) FROM activations) - ?",
-                        (self._max_activations,),
-                    )
-
-        await self._run(tx)
+        # In the writer process (``activation_writer``), off the event loop's CPU and GIL;
+        # in a worker thread if that process cannot run.
+        if self._writer is not None:
+            try:
+                await self._writer.write(rows)
+                return
+            except OSError as exc:
+                self._writer_failures += 1
+                if self._writer_failures >= 3:
+                    self._writer = None
+                log.warning(
+                    "activation writer failed (%s); %s",
+                    exc,
+                    "writing in a thread from now on"
+                    if self._writer is None
+                    else "this batch is written in a thread",
+                )
+        await self._run(lambda db: self._inserter.insert(db, rows))
 
     @staticmethod
     def _activation(row: tuple[Any, ...]) -> ActivationRecord:
