@@ -54,9 +54,9 @@ class Platform:
         # Call ids name rows of both: never one that either has used.
         self.store.call_ids = CallIds(max(self.store.last_seq, self.queue.last_seq) + 1)
         self.logs = LogHub(data / "logs")
-        # Batches go to the store's writer process (registry/activation_writer.py) four
-        # times a second: small batches keep each hand-off short.
-        self.activations = ActivationLog(self.store, delay=0.25)
+        # Batches go to the store's writer process (registry/activation_writer.py) ten
+        # times a second: small batches keep each burst of its work short.
+        self.activations = ActivationLog(self.store, delay=0.1)
         self.backend = SafeBackend(load_backend(settings.backend))
         self.secrets = SecretStore(data)
         self.factory = ReplicaFactory(

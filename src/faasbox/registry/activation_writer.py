@@ -8,8 +8,9 @@ and answers one byte per batch once it is committed, which is what ``flush`` wai
 
 Run as ``python -m faasbox.registry.activation_writer DB MAX_ROWS``. Frames on stdin:
 ``<I`` length, then an orjson list of activation rows (``registry.api.ActivationRow``);
-the writer exits at end of input. If it cannot be started or dies, the store writes in a
-worker thread instead (``SqliteStore``) and says so in the log.
+the writer exits at end of input. It runs at nice 10, so that the replicas and the
+gateway, woken by a call, take the CPU from it at once. If it cannot be started or dies,
+the store writes in a worker thread instead (``SqliteStore``) and says so in the log.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import sqlite3
 import struct
 import sys
@@ -139,6 +141,8 @@ def main() -> None:
     import orjson
 
     path, max_rows = sys.argv[1], int(sys.argv[2])
+    # Background work: a process serving a call that wakes up on this CPU takes it at once.
+    os.nice(10)
     db = connect(path)
     inserter = Inserter(max_rows)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
