@@ -98,6 +98,8 @@ def test_records_are_written_by_a_writer_process_that_comes_back_if_killed(
         assert writer is not None and writer._proc is not None
         pid = writer._proc.pid
         assert pid != os.getpid() and (await store.get_activation(first)) is not None
+        # Background work: it yields the CPU to anything a call wakes up.
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
         os.kill(pid, signal.SIGKILL)
         await writer._proc.wait()
         again = store.call_ids.new()
