@@ -231,6 +231,30 @@ def test_a_call_past_its_maximum_age_is_dead_lettered_not_retried(client: httpx.
     assert attempts[-1]["start"] - rec["async"]["enqueuedAt"] < 1.0
 
 
+def test_a_call_that_never_gets_to_run_expires_and_its_callback_says_so(
+    client: httpx.Client, receiver: Receiver
+) -> None:
+    deploy(
+        client,
+        "as-gone",
+        "import time\ndef handle(e, c):\n    time.sleep(3)\n    return ''\n",
+        labels={"faasbox.async.max-age": "1s", "com.openfaas.scale.max": "1"},
+    )
+    running = submit(client, "as-gone")
+    stuck = submit(client, "as-gone", headers={"X-Callback-Url": receiver.url})
+    time.sleep(0.3)
+    # Removed while one call runs and another waits: the waiting one can never run.
+    r = client.request("DELETE", "/system/functions", json={"functionName": "as-gone"})
+    assert r.status_code < 300, r.text
+    rec = finished(client, stuck, timeout=15)
+    assert rec["state"] == "dead" and "maximum age" in rec["async"]["attempts"][-1]["error"]
+    wait_for(lambda: receiver.calls, timeout=10)
+    [cb] = receiver.calls
+    assert cb["headers"]["X-Call-Id"] == stuck and cb["headers"]["X-Function-Status"] == "504"
+    assert json.loads(cb["body"])["error"]["code"] == "expired"
+    finished(client, running)  # it ends too (how depends on when its replica went)
+
+
 def test_a_repeated_idempotency_key_returns_the_first_call(client: httpx.Client) -> None:
     deploy(client, "as-idem", ECHO)
     key = {"X-Idempotency-Key": "order-42"}

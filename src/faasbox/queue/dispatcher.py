@@ -38,8 +38,9 @@ log = logging.getLogger("faasbox.queue")
 CALLBACK_ATTEMPTS = 4
 CALLBACK_TIMEOUT = 10.0
 MAX_BACKOFF = 300.0
-# How often queued tasks are checked for their maximum age.
-EXPIRE_EVERY = 30.0
+# How often queued tasks are checked for their maximum age (those that could not run: a
+# call that runs is checked when it is claimed).
+EXPIRE_EVERY = 5.0
 # While every due task waits for room, look again this often (room frees without a wake-up
 # when synchronous callers stop waiting).
 BLOCKED_RECHECK = 0.25
@@ -215,12 +216,7 @@ class Dispatcher:
                 if now >= next_expire:
                     next_expire = now + EXPIRE_EVERY
                     for st in await self.queue.expire(now):
-                        self.stats.dead[st.function] += 1
-                        log.warning(
-                            "asynchronous invocation expired call_id=%s function=%s",
-                            st.call_id,
-                            st.function,
-                        )
+                        await self._expired(st.call_id, st.function, st.callback_url)
                 self._wake.clear()
                 room = self._room()
                 tasks = await self.queue.claim(now, room) if room else []
@@ -243,6 +239,22 @@ class Dispatcher:
             except Exception:  # the queue failed (disk full?): say so, keep going
                 log.exception("the asynchronous dispatcher failed; retrying in 1s")
                 await asyncio.sleep(1.0)
+
+    async def _expired(self, call_id: str, function: str, callback_url: str) -> None:
+        """A call that waited past its maximum age without running (its function gone,
+        or never with room): a dead letter, and its callback says so."""
+        self.stats.dead[function] += 1
+        self.stats.finished[(function, DEAD)] += 1
+        log.warning("asynchronous invocation expired call_id=%s function=%s", call_id, function)
+        if callback_url:
+            exc = Expired("not run: older than its maximum age")
+            response = Response(
+                exc.status,
+                [("Content-Type", "application/json")],
+                error_json(exc.status, exc.code, exc.message),
+            )
+            await self.queue.finish(call_id, DEAD, None, response)
+            self._background.spawn(self._callback(call_id, callback_url, function, response, 0.0))
 
     # -- one run -----------------------------------------------------------------------------
     async def _execute(self, task: Task) -> None:
