@@ -31,9 +31,11 @@ from faasbox.sandbox.safety import SafeBackend, SafeSandbox
 # (a Python program: the interpreter is the runtime's, as the sandbox shows it).
 # The runtime keeps its channel to itself; the command gets it as FAASBOX_CHANNEL_FD, as
 # a sandbox's program does.
+EXEC_MARK = b"exec\n"
 HANDLER = """\
 import json, os, sys
 
+EXEC_MARK = b"exec\\n"
 
 def handle(event, context):
     args = json.loads(event.body)
@@ -49,6 +51,9 @@ def handle(event, context):
     os.environ["FAASBOX_CHANNEL_FD"] = str(sockets[0])
     sys.stdout.flush()
     sys.stderr.flush()
+    # Said before the exec: the host may now write to the program (the runtime reads the
+    # channel no more, so nothing meant for the program is read by it first).
+    os.write(sockets[0], EXEC_MARK)
     os.execv(sys.executable, [sys.executable, *args])
 """
 
@@ -112,9 +117,18 @@ def _init(code: Path, **extra: Any) -> bytes:
 
 async def _become(replica: SafeSandbox, argv: list[str]) -> None:
     assert argv[0] == sys.executable, "the contract's programs are Python programs"
-    await asyncio.get_running_loop().sock_sendall(
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(
         replica.channel, encode({"t": "run", "id": 1}, json.dumps(argv[1:]).encode())
     )
+    said = b""
+    while len(said) < len(EXEC_MARK):
+        chunk = await asyncio.wait_for(
+            loop.sock_recv(replica.channel, len(EXEC_MARK) - len(said)), 30
+        )
+        assert chunk, f"the replica closed its channel instead of running {argv!r}"
+        said += chunk
+    assert said == EXEC_MARK, said
 
 
 class _Replica:

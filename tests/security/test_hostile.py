@@ -230,11 +230,17 @@ def test_cannot_write_its_own_code(hostile: Hostile) -> None:
     files = hostile.deploy("write-code", "write_code")
     out = json_of(hostile.call("write-code"))
     assert out["code_dir"] == str(hostile.code_dir(files)), out
-    for attempt in ("create", "append", "chmod", "rename", "mkdir"):
+    # The deploy compiled the code to bytecode: later replicas run that, so it is read-only
+    # too.
+    assert out["pyc_exists"], out
+    for attempt in ("create", "append", "chmod", "rename", "mkdir", "pyc", "pyc_new"):
         assert refused(out[attempt], {"EROFS", "EACCES", "EPERM"}), (attempt, out)
     on_host = Path(out["code_dir"])
-    assert sorted(p.name for p in on_host.iterdir()) == ["handler.py", "probe.py"]
+    assert sorted(p.name for p in on_host.iterdir()) == ["__pycache__", "handler.py", "probe.py"]
     assert (on_host / "handler.py").read_text() == files["handler.py"]
+    assert all(
+        p.name.startswith(("handler.", "probe.")) for p in (on_host / "__pycache__").iterdir()
+    )
 
 
 class HostListener:

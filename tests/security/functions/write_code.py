@@ -1,6 +1,8 @@
-"""Tries to change its own code: a new module, its handler overwritten, a mode change."""
+"""Tries to change its own code: a new module, its handler overwritten, a mode change, the
+bytecode compiled at deploy replaced (what every later replica would run)."""
 
 import os
+import sys
 
 from probe import attempt
 
@@ -17,7 +19,14 @@ def _create(path):
 
 def handle(event, context):
     here = os.path.dirname(os.path.abspath(__file__))
+    cache = os.path.join(here, "__pycache__")
+    pyc = os.path.join(cache, f"handler.{sys.implementation.cache_tag}.pyc")
     return {
+        "pyc_exists": os.path.exists(pyc),
+        "pyc": attempt(_create, pyc),
+        "pyc_new": attempt(
+            _create, os.path.join(cache, f"evil.{sys.implementation.cache_tag}.pyc")
+        ),
         "code_dir": here,
         "create": attempt(_create, os.path.join(here, "evil.py")),
         "append": attempt(_append, os.path.abspath(__file__)),
