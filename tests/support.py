@@ -32,6 +32,21 @@ def wait_for(cond: Callable[[], Any], timeout: float = 20.0, interval: float = 0
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
 
 
+def running_with(marker: str) -> list[str]:
+    """Host pids of live processes whose command line holds ``marker`` (found on the host:
+    inside a PID namespace a sandbox cannot know its processes' host pids)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            state = (proc / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state not in ("Z", "X"):
+            found.append(proc.name)
+    return found
+
+
 class Server:
     """`faasbox up --port 0` in a subprocess; ``url`` once it prints its listening line."""
 

@@ -22,6 +22,7 @@ from faasbox.sandbox.backends import BACKENDS, load_backend
 from faasbox.sandbox.backends.oci import find_runc
 from faasbox.sandbox.safety import SafeBackend, SafeSandbox
 from tests.sandbox.replicas import ForkedReplicas, PrewarmedReplicas
+from tests.support import running_with
 
 pytestmark = pytest.mark.anyio
 
@@ -194,16 +195,7 @@ async def test_destroy_kills_children_left_behind(
     """
 
     def alive() -> list[str]:
-        found = []
-        for proc in Path("/proc").iterdir():
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-                state = (proc / "stat").read_text().split()[2]
-            except OSError:
-                continue
-            if marker.encode() in cmdline and state not in ("Z", "X"):
-                found.append(proc.name)
-        return found
+        return running_with(marker)
 
     box, out = await _run(backend, tmp_path, cleanup, code)
     for _ in range(200):

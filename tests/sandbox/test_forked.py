@@ -18,6 +18,7 @@ from faasbox.sandbox.api import Limits, SandboxSpec
 from faasbox.sandbox.backends import load_backend
 from faasbox.sandbox.safety import SafeBackend
 from tests.sandbox.replicas import Zygote
+from tests.support import running_with
 
 pytestmark = pytest.mark.anyio
 
@@ -46,19 +47,6 @@ def _spec(tmp_path: Path, name: str, code: str) -> SandboxSpec:
     )
 
 
-def _running(marker: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            state = (proc / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if marker.encode() in cmdline and state not in ("Z", "X"):
-            found.append(proc.name)
-    return found
-
-
 async def test_destroying_a_fork_kills_what_it_started_and_only_that(
     zygote: Zygote, tmp_path: Path
 ) -> None:
@@ -77,12 +65,12 @@ async def test_destroying_a_fork_kills_what_it_started_and_only_that(
     )
     sibling = await zygote.fork(_spec(tmp_path, "sibling", "import time; time.sleep(60)"), print)
     for _ in range(200):
-        if b"started" in out["stdout"] and _running(marker):
+        if b"started" in out["stdout"] and running_with(marker):
             break
         await asyncio.sleep(0.02)
-    assert _running(marker), "the child never started"
+    assert running_with(marker), "the child never started"
     await doomed.destroy()
-    assert not _running(marker), "a destroyed fork's child lives on in its zygote's sandbox"
+    assert not running_with(marker), "a destroyed fork's child lives on in its zygote's sandbox"
     assert not sibling.exited.done() and zygote.sandbox is not None
     assert not zygote.sandbox.exited.done()
     await sibling.destroy()
