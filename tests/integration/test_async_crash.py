@@ -41,7 +41,7 @@ def handle(event, context):
     with open(os.path.join(out, name + ".tmp"), "w") as f:
         f.write(str(context.attempt))
     os.rename(os.path.join(out, name + ".tmp"), os.path.join(out, name))
-    time.sleep(0.01)
+    time.sleep(0.05)  # 3 at a time: ~60 a second, so most are still queued at the kill
     return "ok"
 """
 
@@ -75,7 +75,7 @@ def test_sigkill_while_running_loses_no_accepted_call(tmp_path: Path) -> None:
                 accepted = list(pool.map(submit, range(CALLS)))
         assert len(set(accepted)) == CALLS
         # Kill the platform process alone, mid-drain, as a crash would.
-        wait_for(lambda: len(_runs(out)) >= 100, timeout=60)
+        wait_for(lambda: len(_runs(out)) >= 50, timeout=60)
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait(10)
