@@ -96,6 +96,7 @@ class Platform:
             self.activations,
             self.metrics,
             retry_base=settings.async_retry_base,
+            exists=self._function_exists,
         )
 
     async def start(self) -> None:
@@ -142,6 +143,9 @@ class Platform:
             "arch": _platform.machine(),
             "python": sys.version.split()[0],
         }
+
+    async def _function_exists(self, name: str) -> bool:
+        return await self.store.get_function(name) is not None
 
     def _prewarm_state(self) -> PrewarmState | None:
         pool = self.factory.prewarm

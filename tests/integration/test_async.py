@@ -255,6 +255,31 @@ def test_a_call_that_never_gets_to_run_expires_and_its_callback_says_so(
     finished(client, running)  # it ends too (how depends on when its replica went)
 
 
+def test_queued_calls_of_a_removed_function_become_dead_letters(
+    client: httpx.Client, receiver: Receiver
+) -> None:
+    deploy(
+        client,
+        "as-removed",
+        "import time\ndef handle(e, c):\n    time.sleep(2)\n    return ''\n",
+        labels={"com.openfaas.scale.max": "1"},
+    )
+    submit(client, "as-removed")
+    waiting = submit(client, "as-removed", headers={"X-Callback-Url": receiver.url})
+    time.sleep(0.3)
+    r = client.request("DELETE", "/system/functions", json={"functionName": "as-removed"})
+    assert r.status_code < 300, r.text
+    # Within the 5 s sweep, not after the call's maximum age (6 h by default).
+    rec = finished(client, waiting, timeout=15)
+    assert rec["state"] == "dead" and "removed" in rec["async"]["attempts"][-1]["error"]
+    wait_for(lambda: receiver.calls, timeout=10)
+    [cb] = receiver.calls
+    assert cb["headers"]["X-Function-Status"] == "404"
+    assert json.loads(cb["body"])["error"]["code"] == "function_not_found"
+    dead = client.get("/system/async/dead", params={"name": "as-removed"}).json()
+    assert waiting in [d["callId"] for d in dead]
+
+
 def test_a_repeated_idempotency_key_returns_the_first_call(client: httpx.Client) -> None:
     deploy(client, "as-idem", ECHO)
     key = {"X-Idempotency-Key": "order-42"}

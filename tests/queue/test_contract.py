@@ -206,6 +206,20 @@ async def test_tasks_past_their_maximum_age_are_dead_lettered(queue: TaskQueue) 
     )
 
 
+async def test_a_removed_functions_queued_tasks_are_dead_lettered(queue: TaskQueue) -> None:
+    gone = [_task("gone") for _ in range(3)]
+    kept = _task("kept")
+    for t in [*gone, kept]:
+        await queue.put(t)
+    [running] = await queue.claim(time.time(), {"gone": 1})
+    dead = await queue.expire(time.time(), "gone")
+    assert sorted(d.call_id for d in dead) == sorted(t.call_id for t in gone[1:])
+    assert all(d.state == DEAD and "removed" in d.attempts[-1].error for d in dead)
+    st = await queue.status(running.call_id)
+    assert st is not None and st.state == RUNNING  # it ends on its own
+    assert queue.size() == 2 and (await queue.depth())["kept"].tasks == 1
+
+
 async def test_many_concurrent_puts_are_all_stored(queue: TaskQueue) -> None:
     tasks = [_task(f"f{i % 3}") for i in range(300)]
     results = await asyncio.gather(*(queue.put(t) for t in tasks))

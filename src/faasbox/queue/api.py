@@ -189,8 +189,9 @@ class TaskQueue(Protocol):
         """When the earliest queued task is due (None: nothing queued)."""
         ...
 
-    async def expire(self, now: float) -> list[TaskStatus]:
-        """Dead-letter queued tasks older than their maximum age; returns them."""
+    async def expire(self, now: float, function: str | None = None) -> list[TaskStatus]:
+        """Dead-letter queued tasks older than their maximum age, or with ``function``
+        every queued task of that function (it was removed); returns them."""
         ...
 
     async def close(self) -> None: ...

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -146,6 +146,7 @@ class Dispatcher:
         *,
         retry_base: float = 1.0,
         max_inflight: int = 256,
+        exists: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.queue = queue
         self.pools = pools
@@ -153,6 +154,9 @@ class Dispatcher:
         self.metrics = metrics
         self.retry_base = retry_base
         self.max_inflight = max_inflight
+        # Whether a function without a pool still exists (being built): its queued calls
+        # wait; those of a removed one are dead-lettered (``_orphans``).
+        self._exists = exists
         self.stats = AsyncStats()
         metrics.registry.register(self.stats)
         self._inflight: Counter[str] = Counter()
@@ -217,6 +221,7 @@ class Dispatcher:
                     next_expire = now + EXPIRE_EVERY
                     for st in await self.queue.expire(now):
                         await self._expired(st.call_id, st.function, st.callback_url)
+                    await self._orphans(now)
                 self._wake.clear()
                 room = self._room()
                 tasks = await self.queue.claim(now, room) if room else []
@@ -240,14 +245,36 @@ class Dispatcher:
                 log.exception("the asynchronous dispatcher failed; retrying in 1s")
                 await asyncio.sleep(1.0)
 
-    async def _expired(self, call_id: str, function: str, callback_url: str) -> None:
-        """A call that waited past its maximum age without running (its function gone,
-        or never with room): a dead letter, and its callback says so."""
+    async def _orphans(self, now: float) -> None:
+        """Dead-letter the queued calls of functions that were removed (they would wait
+        for their maximum age): redriven after a redeploy, they run again."""
+        if self._exists is None:
+            return
+        for name in await self.queue.depth():
+            if name not in self.pools and not await self._exists(name):
+                for st in await self.queue.expire(now, name):
+                    await self._expired(st.call_id, st.function, st.callback_url, removed=True)
+
+    async def _expired(
+        self, call_id: str, function: str, callback_url: str, *, removed: bool = False
+    ) -> None:
+        """A call that cannot run any more: it waited past its maximum age (never with
+        room), or its function was removed. A dead letter, and its callback says so."""
         self.stats.dead[function] += 1
         self.stats.finished[(function, DEAD)] += 1
-        log.warning("asynchronous invocation expired call_id=%s function=%s", call_id, function)
+        why = "its function was removed" if removed else "expired"
+        log.warning(
+            "asynchronous invocation dead-lettered call_id=%s function=%s: %s",
+            call_id,
+            function,
+            why,
+        )
         if callback_url:
-            exc = Expired("not run: older than its maximum age")
+            exc: FaasboxError = (
+                FunctionNotFound(function)
+                if removed
+                else Expired("not run: older than its maximum age")
+            )
             response = Response(
                 exc.status,
                 [("Content-Type", "application/json")],

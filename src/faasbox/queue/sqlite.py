@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import sqlite3
 import struct
 import threading
@@ -465,28 +464,36 @@ class SqliteQueue:
 
         return await self._w.submit(op)
 
-    async def expire(self, now: float) -> list[TaskStatus]:
-        outcome = orjson.dumps(
-            _attempt(Attempt(0, now, 0.0, 504, "expired: older than its maximum age"))
-        ).decode()
+    async def expire(self, now: float, function: str | None = None) -> list[TaskStatus]:
+        args: list[float | str]
+        if function is None:
+            error, status = "expired: older than its maximum age", 504
+            where, args = "age_from + max_age < ?", [now]
+        else:
+            error, status = f"function {function!r} was removed", 404
+            where, args = "function = ?", [function]
+        outcome = orjson.dumps(_attempt(Attempt(0, now, 0.0, status, error))).decode()
 
         def op(db: sqlite3.Connection) -> list[TaskStatus]:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE state = 'queued' AND age_from + max_age < ?",
-                (now,),
+                f"SELECT {_COLUMNS} FROM tasks WHERE state = 'queued' AND {where}", args
             ).fetchall()
+            dead = []
             for row in rows:
                 db.execute(
                     "UPDATE tasks SET state = 'dead', finished_at = ?, attempts = json_insert("
                     "attempts, '$[#]', json_set(json(?), '$.a', attempt)) WHERE seq = ?",
                     (now, outcome, row[0]),
                 )
-            return [_status(r) for r in rows]
+                dead.append(
+                    db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE seq = ?", (row[0],)).fetchone()
+                )
+            return [_status(r) for r in dead]
 
         expired = await self._w.submit(op)
         for st in expired:
             self._forget(st.function)
-        return [dataclasses.replace(st, state=DEAD) for st in expired]
+        return expired
 
     async def close(self) -> None:
         await asyncio.to_thread(self._w.close)
