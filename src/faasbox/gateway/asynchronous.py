@@ -13,13 +13,11 @@ from starlette.routing import Route
 from faasbox.errors import (
     BadRequest,
     FaasboxError,
-    FunctionNotFound,
-    FunctionNotReady,
     NotFound,
     TooManyRequests,
 )
 from faasbox.gateway.errors import error_json
-from faasbox.gateway.invoke import read_body
+from faasbox.gateway.invoke import missing, read_body
 from faasbox.models import check_name
 from faasbox.queue.api import Request, Task
 
@@ -58,12 +56,7 @@ class AsyncInvokeHandler:
             )
         pool = self.pools.get(name)
         if pool is None:
-            rec = await self.platform.store.get_function(name)
-            if rec is None:
-                raise FunctionNotFound(name)
-            raise FunctionNotReady(
-                f"function {name!r} has no ready version (build {rec.latest.status}); retry shortly"
-            )
+            await missing(self.platform.store, name)
         limit = self.settings.async_max_body_bytes
         body = await read_body(receive, scope, limit)
         if self.queue.size() >= self.settings.queue_max:

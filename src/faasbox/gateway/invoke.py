@@ -25,6 +25,7 @@ from faasbox.gateway.errors import error_json
 from faasbox.platform import Platform
 from faasbox.pool.pool import FunctionPool, Invocation
 from faasbox.pool.replica import Response
+from faasbox.registry.api import FunctionStore
 
 log = logging.getLogger("faasbox.gateway")
 
@@ -35,6 +36,16 @@ _DROP = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
 )
 _JSON = [(b"content-type", b"application/json")]
+
+
+async def missing(store: FunctionStore, name: str) -> NoReturn:
+    """Why ``name`` has no pool: it does not exist (404), or has no ready version (503)."""
+    rec = await store.get_function(name)
+    if rec is None:
+        raise FunctionNotFound(name)
+    status = rec.latest.status
+    hint = "see `faasbox describe " + name + "`" if status == "failed" else "retry shortly"
+    raise FunctionNotReady(f"function {name!r} has no ready version (build {status}; {hint})")
 
 
 async def read_body(receive: Any, scope: Scope, limit: int) -> bytes:
@@ -143,7 +154,7 @@ class InvokeHandler:
         outcome: Invocation | FaasboxError
         try:
             if pool is None:
-                await self._missing(name)
+                await missing(self.platform.store, name)
             deployment = pool.deployment
             limit = min(deployment.max_request, self.max_request)
             if len(body) > limit:
@@ -284,10 +295,3 @@ class InvokeHandler:
             )
         return status, out, rbody
 
-    async def _missing(self, name: str) -> NoReturn:
-        rec = await self.platform.store.get_function(name)
-        if rec is None:
-            raise FunctionNotFound(name)
-        status = rec.latest.status
-        hint = "see `faasbox describe " + name + "`" if status == "failed" else "retry shortly"
-        raise FunctionNotReady(f"function {name!r} has no ready version (build {status}; {hint})")

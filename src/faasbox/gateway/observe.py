@@ -109,11 +109,10 @@ def routes(p: Platform) -> list[Route]:
         task = await p.queue.status(call_id)
         if rec is None and task is None:
             raise NotFound(f"activation {call_id!r} not found")
-        # An asynchronous call: its state and attempts; its last run's record, once it ran.
-        body: dict[str, object] = (
-            rec.to_api() if rec is not None else {"callId": call_id, "function": task.function}  # type: ignore[union-attr]
-        )
-        if task is not None:
+        body: dict[str, object] = {} if rec is None else rec.to_api()
+        if task is not None:  # an asynchronous call: its state, and its last run's record
+            body.setdefault("callId", call_id)
+            body.setdefault("function", task.function)
             # API.md's five states here; ``async.state`` also tells "retrying" from "queued".
             body["state"] = task.state
             body["async"] = task.to_api()
