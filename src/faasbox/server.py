@@ -42,7 +42,7 @@ async def serve(
         lifespan="on",
         log_level=log_level,
         access_log=False,
-        timeout_keep_alive=30,
+        timeout_keep_alive=max(1, round(settings.keep_alive)),
         proxy_headers=False,
         server_header=False,
     )

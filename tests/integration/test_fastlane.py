@@ -4,6 +4,8 @@ what uvicorn guaranteed before must hold for calls that skip its ASGI cycle."""
 from __future__ import annotations
 
 import socket
+import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -118,3 +120,40 @@ def test_a_client_that_hangs_up_mid_call_leaves_the_lane_usable(
     wait_for(lambda: inflight() == 0)  # it finishes with nobody to answer
     for i in range(5):
         assert client.get(f"/function/fl-gone?i={i}").text == f"GET / {i} 0"
+
+
+def test_idle_connections_close_after_keep_alive_and_busy_ones_stay(tmp_path: Path) -> None:
+    """``--keep-alive``: the server closes a connection idle that long after its last
+    response, counted again after every response (fast lane and ASGI alike), and never
+    one that is in use."""
+    server = Server(tmp_path / "data", "--keep-alive", "1s").start()
+    try:
+        with server.client() as client:
+            deploy(client, "fl-idle", ECHO)
+            client.get("/function/fl-idle")
+        with _connect(server) as busy, _connect(server) as idle:
+            idle.sendall(b"GET /function/fl-idle?i=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_responses(idle, 1)[0][2] == b"GET / 0 0"
+            started = time.monotonic()
+            # Requests every 0.4 s for 2.4 s: more than twice the timeout in all.
+            for i in range(6):
+                path = b"/system/functions" if i == 3 else b"/function/fl-idle?i=%d" % i
+                busy.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                [(status, _, _)] = _read_responses(busy, 1)
+                assert status.split()[1] == "200"
+                time.sleep(0.4)
+            # A call that runs longer than the timeout is not cut off either.
+            busy.sendall(b"GET /function/fl-idle?i=9&sleep=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_responses(busy, 1)[0][2] == b"GET / 9 0"
+            # The idle one was closed about 1 s after its response, the busy one not.
+            idle.settimeout(5)
+            assert idle.recv(1) == b""
+            assert time.monotonic() - started < 4.5
+            busy.sendall(b"GET /function/fl-idle?i=10 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_responses(busy, 1)[0][2] == b"GET / 10 0"
+            busy.settimeout(5)
+            t0 = time.monotonic()
+            assert busy.recv(1) == b""  # and once idle, it goes too
+            assert 0.5 < time.monotonic() - t0 < 3
+    finally:
+        server.stop()

@@ -111,6 +111,13 @@ def up(
             help="How long an X-Idempotency-Key names its first asynchronous call (e.g. 24h).",
         ),
     ] = "24h",
+    keep_alive: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="How long an idle keep-alive connection from a client stays open (e.g. 30s).",
+        ),
+    ] = "30s",
 ) -> None:
     """Run the platform: gateway, registry, pools and sandboxes in one process."""
     # Imported here, not at the top: the server stack is heavy, and every other CLI
@@ -138,6 +145,9 @@ def up(
         max_body = parse_memory(async_max_body)
         retry_base = parse_duration(async_retry_delay)
         window = parse_duration(idempotency_window)
+        idle = parse_duration(keep_alive)
+        if idle < 1:
+            raise FaasboxError(f"--keep-alive {keep_alive}: use at least 1s")
     except FaasboxError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
@@ -169,6 +179,7 @@ def up(
         queue_max=queue_max,
         async_retry_base=retry_base,
         idempotency_window=window,
+        keep_alive=idle,
     )
 
     async def ready(url: str) -> None:

@@ -138,23 +138,57 @@ class FastCycle:
 
 
 class FastLaneProtocol(HttpToolsProtocol):
+    """uvicorn's protocol, with three changes for the calls of the fast lane: the request is
+    handed to ``InvokeHandler.fast``; the ASGI scope is built only for a request that goes
+    to the ASGI app; and the keep-alive timeout is one timer per idle period, checked when
+    it fires, instead of a timer armed after every response and cancelled by the next
+    request."""
+
     invoke: InvokeHandler  # set by ``protocol_for``
+    # Loop time of the last response, or None while a request is being read or served.
+    _idle_since: float | None = None
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = None  # type: ignore[assignment]  # built by _asgi_headers_complete
+
+    def _asgi_headers_complete(self) -> None:
+        """What uvicorn's ``on_message_begin`` would have built, then its
+        ``on_headers_complete``: the request goes to the ASGI app."""
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
+        super().on_headers_complete()
 
     def on_headers_complete(self) -> None:
         url: bytes = self.url
         parser = self.parser
         if not url.startswith(_PREFIX) or self.expect_100_continue or parser.should_upgrade():
-            return super().on_headers_complete()
+            return self._asgi_headers_complete()
         method = parser.get_method().decode("ascii")
         if method == "HEAD" or self.limit_concurrency is not None or self.root_path:
-            return super().on_headers_complete()
+            return self._asgi_headers_complete()
         for name, value in self.headers:
             if name == b"transfer-encoding" or (
                 name == b"content-length" and (not value.isdigit() or int(value) > MAX_FAST_BODY)
             ):
-                return super().on_headers_complete()
-        parsed = httptools.parse_url(url)
-        path = parsed.path.decode("ascii")
+                return self._asgi_headers_complete()
+        if b"?" in url or b"#" in url:
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path, parsed.query or b""
+        else:
+            raw_path, query = url, b""
+        path = raw_path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
         version = parser.get_http_version()
@@ -162,7 +196,7 @@ class FastLaneProtocol(HttpToolsProtocol):
             self,
             method,
             path,
-            parsed.query or b"",
+            query,
             self.headers,
             keep_alive=version != "1.0" and parser.should_keep_alive(),
         )
@@ -173,6 +207,43 @@ class FastLaneProtocol(HttpToolsProtocol):
         else:  # pipelined: it waits in uvicorn's queue for the one before it
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, None))  # type: ignore[arg-type]
+
+    # -- keep-alive: uvicorn's behaviour, one timer per idle period ------------------
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_since = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self._keep_alive_check
+            )
+
+    def _keep_alive_check(self) -> None:
+        self.timeout_keep_alive_task = None
+        since = self._idle_since
+        if since is None:
+            return  # busy: the next response arms it again
+        left = since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_check)
+        else:
+            self.timeout_keep_alive_handler()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if isinstance(cycle, FastCycle):

@@ -19,7 +19,6 @@ from faasbox.errors import (
     FunctionNotReady,
     NotStarted,
     PayloadTooLarge,
-    ReplicaFailed,
 )
 from faasbox.gateway.errors import error_json
 from faasbox.platform import Platform
@@ -192,15 +191,8 @@ class InvokeHandler:
         call_id, start_ns, t0 = self._begin()
         head = self._head(d, call_id, start_ns, method, rest, query, raw_headers)
         replica.last_used = time.monotonic()
-        try:
-            fut = replica.call(head, body, d.timeout)
-        except FaasboxError as exc:
-            exc.replica, exc.version = replica.id, replica.version
-            respond(*self._finish(name, True, call_id, start_ns, t0, exc))
-            return True
 
-        def done(f: asyncio.Future[Response]) -> None:
-            exc = ReplicaFailed("the call was cancelled") if f.cancelled() else f.exception()
+        def done(response: Response | None, exc: FaasboxError | None) -> None:
             if isinstance(exc, NotStarted):
                 # Queued behind a call that killed its replica: run it elsewhere.
                 task = asyncio.ensure_future(
@@ -209,17 +201,19 @@ class InvokeHandler:
                 task.add_done_callback(lambda t: respond(*t.result()))
                 return
             outcome: Invocation | FaasboxError
-            if exc is None:
-                outcome = Invocation(f.result(), False, 0.0, replica.id, replica.version)
-            else:
-                if not isinstance(exc, FaasboxError):  # a bug: answer, and log it
-                    log.error("unexpected error on the invoke path", exc_info=exc)
-                    exc = FaasboxError("internal error; see the platform log")
+            if exc is not None:
                 exc.replica, exc.version = replica.id, replica.version
                 outcome = exc
+            else:
+                assert response is not None  # Replica.send_call gives one or the other
+                outcome = Invocation(response, False, 0.0, replica.id, replica.version)
             respond(*self._finish(name, True, call_id, start_ns, t0, outcome))
 
-        fut.add_done_callback(done)
+        try:
+            replica.send_call(head, body, d.timeout, done)
+        except FaasboxError as exc:
+            exc.replica, exc.version = replica.id, replica.version
+            respond(*self._finish(name, True, call_id, start_ns, t0, exc))
         return True
 
     async def _retry(
@@ -294,4 +288,3 @@ class InvokeHandler:
                 )
             )
         return status, out, rbody
-

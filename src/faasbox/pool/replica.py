@@ -39,19 +39,20 @@ log = logging.getLogger("faasbox.replica")
 
 # (status, headers as [[name, value], ...], body)
 Response = tuple[int, list[list[str]], bytes]
+# Told how a call ended: its response, or the error (then the response is None).
+OnDone = Callable[[Response | None, FaasboxError | None], None]
 
 
 class _Call:
-    __slots__ = ("call_id", "fut", "rid", "timeout", "timer")
+    __slots__ = ("call_id", "deadline", "on_done", "rid", "timeout")
 
-    def __init__(
-        self, rid: int, call_id: str, fut: asyncio.Future[Response], timeout: float
-    ) -> None:
+    def __init__(self, rid: int, call_id: str, on_done: OnDone, timeout: float) -> None:
         self.rid = rid
         self.call_id = call_id
-        self.fut = fut
+        self.on_done = on_done
         self.timeout = timeout
-        self.timer: asyncio.TimerHandle | None = None
+        # When its timeout runs out (loop time), once it can have started; 0.0 before.
+        self.deadline = 0.0
 
 
 def check_hello(frame: dict[str, Any]) -> None:
@@ -102,7 +103,12 @@ class Replica(asyncio.Protocol):
         self._pending: dict[int, _Call] = {}
         # How many of them have their timeout running: the ones that can have started.
         self._armed = 0
+        # One timer for all of them, due at the earliest deadline or before (a call that
+        # ends cancels nothing: the timer, when it fires, looks again).
+        self._timer: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
+        # Call frames waiting for the end of this turn of the loop (``_send``).
+        self._out: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder(self._on_frame, max_body=max_response + 65536)
         self._startup: asyncio.Future[dict[str, Any]] | None = None
@@ -182,15 +188,18 @@ class Replica(asyncio.Protocol):
         # A call whose timeout is running may have started; the others were queued behind
         # it and never began, so they may run on another replica.
         self._armed = 0
-        for c in pending.values():
-            started = c.timer is not None
-            if c.timer is not None:
-                c.timer.cancel()
-            if not c.fut.done():
-                c.fut.set_exception(
-                    exc if started else NotStarted(f"replica {reason} before the call began")
-                )
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.inflight = 0
+        not_started: FaasboxError | None = None
+        for c in pending.values():
+            if c.deadline:
+                self._tell(c, None, exc)
+            else:
+                if not_started is None:
+                    not_started = NotStarted(f"replica {reason} before the call began")
+                self._tell(c, None, not_started)
         if self._transport is not None:
             self._transport.close()
         if was_alive:
@@ -215,27 +224,67 @@ class Replica(asyncio.Protocol):
 
     # -- invocations -------------------------------------------------------------
     def call(self, head: dict[str, Any], body: bytes, timeout: float) -> asyncio.Future[Response]:
-        """Send one invocation; the future resolves with the response or an InvocationError."""
+        """Send one invocation; the future resolves with the response or a FaasboxError."""
+        fut: asyncio.Future[Response] = self._loop.create_future()
+
+        def done(response: Response | None, exc: FaasboxError | None) -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            elif response is not None:
+                fut.set_result(response)
+
+        self.send_call(head, body, timeout, done)
+        return fut
+
+    def send_call(self, head: dict[str, Any], body: bytes, timeout: float, on_done: OnDone) -> None:
+        """Send one invocation; ``on_done`` is called once, from the event loop's callbacks
+        (never from within this method), with the response or a FaasboxError: the hot
+        path's form of ``call``, with no future and no extra turn of the loop."""
         rid = next(self._ids)
         head["id"] = rid
-        loop = self._loop
-        self._write(encode(head, body))
-        fut: asyncio.Future[Response] = loop.create_future()
-        c = self._pending[rid] = _Call(rid, head.get("cid", ""), fut, timeout)
+        self._send(encode(head, body))
+        c = self._pending[rid] = _Call(rid, head.get("cid", ""), on_done, timeout)
         if self._armed < self.concurrency:
             # It starts now. A call queued behind others gets its timeout when it starts,
             # so time spent queued never counts against the function's timeout.
-            c.timer = loop.call_later(timeout, self._on_timeout, rid, timeout)
-            self._armed += 1
+            self._arm(c)
         self.inflight += 1
-        return fut
+
+    def _arm(self, c: _Call) -> None:
+        c.deadline = deadline = self._loop.time() + c.timeout
+        self._armed += 1
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._check_deadlines)
 
     def _arm_next(self) -> None:
         for c in self._pending.values():
-            if c.timer is None:
-                c.timer = self._loop.call_later(c.timeout, self._on_timeout, c.rid, c.timeout)
-                self._armed += 1
+            if not c.deadline:
+                self._arm(c)
                 return
+
+    def _check_deadlines(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        earliest = 0.0
+        for c in self._pending.values():
+            if not c.deadline:
+                break  # the calls that can have started come first
+            if c.deadline <= now:
+                self._on_timeout(c)
+                return
+            if not earliest or c.deadline < earliest:
+                earliest = c.deadline
+        if earliest:
+            self._timer = self._loop.call_at(earliest, self._check_deadlines)
+
+    @staticmethod
+    def _tell(c: _Call, response: Response | None, exc: FaasboxError | None) -> None:
+        try:
+            c.on_done(response, exc)
+        except Exception:  # a bug in a caller's callback must not break the channel
+            log.exception("a call's completion callback failed")
 
     def current_call_id(self) -> str:
         """The running call when only one can run (the oldest sent); for attributing
@@ -244,13 +293,11 @@ class Replica(asyncio.Protocol):
             return next(iter(self._pending.values())).call_id
         return ""
 
-    def _on_timeout(self, rid: int, timeout: float) -> None:
-        entry = self._pending.pop(rid, None)
-        if entry is None:
-            return
-        fut = entry.fut
-        if not fut.done():
-            fut.set_exception(InvocationTimeout(f"function timed out after {timeout:g}s"))
+    def _on_timeout(self, c: _Call) -> None:
+        del self._pending[c.rid]
+        self._armed -= 1
+        self.inflight -= 1
+        self._tell(c, None, InvocationTimeout(f"function timed out after {c.timeout:g}s"))
         # The runtime is stuck in the handler: it cannot be trusted with another call.
         self._background.spawn(self.destroy("timed out"))
 
@@ -258,6 +305,26 @@ class Replica(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             raise ReplicaFailed(f"replica {self.id} is not connected")
         self._transport.write(data)
+
+    def _send(self, frame: bytes) -> None:
+        """Queue a call's frame; the frames queued during one turn of the event loop go to
+        the runtime in one write (one wake-up of the replica instead of one per call)."""
+        if self._transport is None or self._transport.is_closing():
+            raise ReplicaFailed(f"replica {self.id} is not connected")
+        out = self._out
+        out.append(frame)
+        if len(out) == 1:
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -298,25 +365,26 @@ class Replica(asyncio.Protocol):
             entry = self._pending.pop(rid, None)  # type: ignore[arg-type]
             if entry is None:
                 return  # timed out already
-            fut = entry.fut
-            if entry.timer is not None:
-                entry.timer.cancel()
+            if entry.deadline:
                 self._armed -= 1
                 if len(self._pending) > self._armed:
                     self._arm_next()
             self.inflight -= 1
             self.last_used = time.monotonic()
-            if not fut.done():
-                if t == "res":
-                    fut.set_result((int(head.get("s", 200)), head.get("h") or [], body))
-                else:
-                    fut.set_exception(self._error(head))
+            if t == "res":
+                response: Response | None = (int(head.get("s", 200)), head.get("h") or [], body)
+                exc = None
+            else:
+                response, exc = None, self._error(head)
+            # The slot goes back (or the replica away) before the caller hears: a call the
+            # caller starts from its callback sees the pool as it now is.
             if self._kill_reason is not None:
                 self._die(self._kill_reason, ReplicaFailed(f"replica {self._kill_reason}"))
                 if self.sandbox is not None:
                     self._background.spawn(self.sandbox.destroy())
             elif self.alive:
                 self._on_slot_free(self)
+            self._tell(entry, response, exc)
         elif t == "exit":
             if self.on_report is not None:
                 self.on_report(head)
