@@ -21,7 +21,8 @@ The gateway turns every one of these into the JSON error shape
         ├── ReplicaFailed             502 replica_failed  (crash, exit, protocol violation)
         │   ├── NotStarted            (retried on another replica, never seen by clients)
         │   ├── OutOfMemory           502 out_of_memory
-        │   └── ResponseTooLarge      502 response_too_large
+        │   ├── ResponseTooLarge      502 response_too_large
+        │   └── InvalidResponse       502 invalid_response  (a status or header HTTP cannot carry)
         └── InvocationTimeout         504 timeout
     SandboxDead                       500 sandbox_dead  (a call on a destroyed sandbox)
 """
@@ -121,6 +122,13 @@ class OutOfMemory(ReplicaFailed):
 
 class ResponseTooLarge(ReplicaFailed):
     code = "response_too_large"
+
+
+class InvalidResponse(ReplicaFailed):
+    """The function answered with something HTTP cannot carry: a status outside 100-599, a
+    header name that is not a token, a control character in a header value."""
+
+    code = "invalid_response"
 
 
 class InvocationTimeout(InvocationError):

@@ -86,6 +86,44 @@ def test_response_over_limit_is_502(client: httpx.Client) -> None:
     assert r.status_code == 200 and len(r.content) == 1024
 
 
+def test_response_http_cannot_carry_is_502_and_splits_nothing(client: httpx.Client) -> None:
+    """A header that would end the header block (CR LF in a value, a name that is not a
+    token) or a status outside 100-599 never reaches the client as it is: 502
+    invalid_response, on the warm fast lane, through ASGI (HEAD) and when run
+    asynchronously; the connection stays usable and the replica warm."""
+    code = """
+    def handle(event, context):
+        kind = event.query.get("kind", "")
+        headers = {"X-Ok": "fine\\tvalue"}
+        if kind == "value":
+            headers["X-Evil"] = "a\\r\\nSet-Cookie: stolen=1"
+        elif kind == "name":
+            headers["Bad Name"] = "x"
+        status = 1000 if kind == "status" else 200
+        return {"statusCode": status, "headers": headers, "body": "ok"}
+    """
+    deploy(client, "fail-bad-head", code)
+    assert client.get("/function/fail-bad-head").headers["x-ok"] == "fine\tvalue"
+    for kind in ("value", "name", "status"):
+        r = client.get("/function/fail-bad-head", params={"kind": kind})
+        assert r.status_code == 502 and error_code(r) == "invalid_response", (kind, r.text)
+        assert "set-cookie" not in r.headers
+        head = client.head("/function/fail-bad-head", params={"kind": kind})
+        assert head.status_code == 502 and "set-cookie" not in head.headers
+    r = client.get("/function/fail-bad-head")  # same connection, same warm replica
+    assert r.status_code == 200 and r.text == "ok"
+    assert r.headers["x-faasbox-cold-start"] == "false"
+    accepted = client.post("/async-function/fail-bad-head?kind=value")
+    call_id = accepted.headers["x-call-id"]
+
+    def status() -> dict[str, object]:
+        got: dict[str, object] = client.get(f"/system/activations/{call_id}").json()
+        return got
+
+    wait_for(lambda: status().get("state") == "dead", timeout=60)  # 502 is retried first
+    assert status()["statusCode"] == 502 and "invalid_response" in str(status()["error"])
+
+
 def test_memory_limit_is_502_out_of_memory(client: httpx.Client) -> None:
     code = """
     def handle(event, context):

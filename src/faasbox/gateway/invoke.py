@@ -30,10 +30,6 @@ log = logging.getLogger("faasbox.gateway")
 
 Scope = dict[str, Any]
 PREFIX = "/function/"
-# Headers we compute ourselves, or that describe the hop rather than the message.
-_DROP = frozenset(
-    {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
-)
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -254,16 +250,12 @@ class InvokeHandler:
             error = f"{outcome.code}: {outcome.message}"
             replica, version, cold_ms = outcome.replica, outcome.version, outcome.cold_ms
         else:
-            status, rheaders, rbody = outcome.response
+            # Checked, lower-cased and without hop headers (Replica); a list of its own.
+            status, out, rbody = outcome.response
             version, replica = outcome.version, outcome.replica
             if outcome.cold:
                 cold_ms = outcome.init_ms
                 start_path = outcome.start_path
-            out = [
-                (k.lower().encode("latin-1"), v.encode("latin-1", "replace"))
-                for k, v in rheaders
-                if k.lower() not in _DROP
-            ]
         duration = time.perf_counter() - t0
         out.append((b"content-length", str(len(rbody)).encode()))
         out.append((b"x-call-id", call_id.encode()))

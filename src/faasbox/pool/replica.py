@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from faasbox.background import Background
 from faasbox.errors import (
     FaasboxError,
     HandlerError,
+    InvalidResponse,
     InvocationTimeout,
     NotStarted,
     OutOfMemory,
@@ -37,8 +39,40 @@ from faasbox.units import format_bytes
 
 log = logging.getLogger("faasbox.replica")
 
-# (status, headers as [[name, value], ...], body)
-Response = tuple[int, list[list[str]], bytes]
+# (status, headers, body): headers checked, names lower-case, without hop headers.
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+# Headers the gateway computes itself, or that describe the hop rather than the message.
+HOP_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+)
+# A header name is a token (RFC 9110; lower-cased here); a value holds no control
+# character but tab. Anything else could end the header block or split the response.
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def checked_response(status: object, headers: object, body: bytes) -> Response:
+    """A runtime's answer as it may go to a client, or ``InvalidResponse``: the frame
+    comes from the function's sandbox and is not trusted."""
+    if type(status) is not int or not 100 <= status <= 599:
+        raise InvalidResponse(f"the function answered with an invalid status: {status!r:.40}")
+    out: list[tuple[bytes, bytes]] = []
+    try:
+        for name, value in headers:  # type: ignore[attr-defined]
+            name = name.lower()
+            if name in HOP_HEADERS:
+                continue
+            if not _NAME.fullmatch(name) or _BAD_VALUE.search(value):
+                raise InvalidResponse(
+                    f"the function answered with an invalid header: {name!r:.60}: {value!r:.60}"
+                )
+            out.append((name.encode("ascii"), value.encode("latin-1", "replace")))
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidResponse("the function answered with malformed headers") from None
+    return status, out, body
+
+
 # Told how a call ended: its response, or the error (then the response is None).
 OnDone = Callable[[Response | None, FaasboxError | None], None]
 
@@ -371,11 +405,15 @@ class Replica(asyncio.Protocol):
                     self._arm_next()
             self.inflight -= 1
             self.last_used = time.monotonic()
+            response: Response | None = None
+            exc: FaasboxError | None = None
             if t == "res":
-                response: Response | None = (int(head.get("s", 200)), head.get("h") or [], body)
-                exc = None
+                try:
+                    response = checked_response(head.get("s", 200), head.get("h") or (), body)
+                except InvalidResponse as bad:
+                    exc = bad
             else:
-                response, exc = None, self._error(head)
+                exc = self._error(head)
             # The slot goes back (or the replica away) before the caller hears: a call the
             # caller starts from its callback sees the pool as it now is.
             if self._kill_reason is not None:

@@ -375,7 +375,9 @@ class Dispatcher:
             replica, version, cold_ms = outcome.replica or "", outcome.version, outcome.cold_ms
         else:
             status, headers, body = outcome.response
-            response = Response(status, [(k, v) for k, v in headers], body)
+            response = Response(
+                status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers], body
+            )
             error = ""
             replica, version = outcome.replica, outcome.version
             if outcome.cold:

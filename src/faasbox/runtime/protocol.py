@@ -91,25 +91,38 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> None:
         buf = self._buf
+        if not buf:
+            # The usual case: whole frames from the start of ``data``, decoded in place.
+            pos = self._frames(data)
+            if pos < len(data):
+                buf += memoryview(data)[pos:]
+            return
         buf += data
-        while len(buf) >= 8:
-            hlen, blen = HEAD.unpack_from(buf)
+        pos = self._frames(buf)
+        if pos == len(buf):
+            buf.clear()
+        elif pos:
+            del buf[:pos]
+
+    def _frames(self, data: bytes | bytearray) -> int:
+        """Hand on the whole frames at the start of ``data``; how many bytes they took."""
+        pos, size = 0, len(data)
+        while size - pos >= 8:
+            hlen, blen = HEAD.unpack_from(data, pos)
             if hlen > MAX_HEADER:
                 raise ProtocolError(f"frame header of {hlen} bytes")
             if blen > self._max_body:
                 raise FrameTooLarge(f"frame body of {blen} bytes exceeds {self._max_body}")
-            end = 8 + hlen + blen
-            if len(buf) < end:
-                return
+            start = pos + 8 + hlen
+            end = start + blen
+            if end > size:
+                break
             try:
-                head = orjson.loads(memoryview(buf)[8 : 8 + hlen])
+                head = orjson.loads(data[pos + 8 : start])
             except orjson.JSONDecodeError as exc:
                 raise ProtocolError(f"malformed frame header: {exc}") from None
             if not isinstance(head, dict):
                 raise ProtocolError("frame header is not an object")
-            body = bytes(buf[8 + hlen : end]) if blen else b""
-            if len(buf) == end:
-                buf.clear()
-            else:
-                del buf[:end]
-            self._on_frame(head, body)
+            pos = end
+            self._on_frame(head, bytes(data[start:end]) if blen else b"")
+        return pos

@@ -106,7 +106,18 @@ def _make_codec() -> tuple[Any, Any]:
 
 
 _dumps, _loads = _make_codec()
-_local = _thread._local()
+
+
+class _Local(_thread._local):
+    """Per thread: the unfinished line of each output stream (fd -> pieces). Set up in
+    each thread on its first use, so reading it never fails (a failed attribute lookup
+    formats an error message: ~1.5 µs, twice a call)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, list[str]] = {}
+
+
+_local = _Local()
 _call_id: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="")
 
 
@@ -120,10 +131,7 @@ class TaggedStream:
         self.errors = "replace"
 
     def _pending(self) -> list[str]:
-        buf = getattr(_local, "pending", None)
-        if buf is None:
-            buf = _local.pending = {}
-        return buf.setdefault(self._fd, [])
+        return _local.pending.setdefault(self._fd, [])
 
     def write(self, s: str) -> int:
         if not isinstance(s, str):
@@ -151,8 +159,7 @@ class TaggedStream:
                 pass
 
     def flush(self) -> None:
-        buf = getattr(_local, "pending", None)
-        pending = buf.get(self._fd) if buf else None
+        pending = _local.pending.get(self._fd)
         if pending:
             text = "".join(pending)
             pending.clear()
@@ -300,6 +307,8 @@ def _to_body(value: Any) -> tuple[bytes, str]:
 
 def to_response(result: Any) -> tuple[int, list[list[str]], bytes]:
     """Map a handler's return value to (status, headers, body); see docs/handlers.md."""
+    if type(result) is str:  # the commonest answer, first
+        return 200, [["content-type", "text/plain; charset=utf-8"]], result.encode("utf-8")
     if isinstance(result, dict) and "statusCode" in result:
         status = int(result["statusCode"])
         raw = result.get("body")
