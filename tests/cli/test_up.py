@@ -31,6 +31,8 @@ def _up(*args: str) -> subprocess.CompletedProcess[str]:
         (["--data-dir", "/proc/faasbox-nope", "--port", "0"], "cannot use data directory"),
         (["--port", "99999"], "--port"),
         (["--backend", "proces", "--port", "0"], "did you mean 'process'"),
+        (["--keep-alive", "500ms", "--port", "0"], "--keep-alive 500ms: use at least 1s"),
+        (["--keep-alive", "soon", "--port", "0"], "soon"),
     ],
 )
 def test_bad_options_are_readable(args: list[str], needle: str, tmp_path: Path) -> None:
