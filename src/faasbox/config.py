@@ -35,5 +35,8 @@ class Settings:
     queue_max: int = 100_000
     async_retry_base: float = 1.0
     idempotency_window: float = 24 * 3600.0
+    # On shutdown, how long running asynchronous invocations may take to finish; the
+    # ones still running then are stopped and run again after the restart.
+    drain_timeout: float = 10.0
     # How long a client's idle keep-alive connection stays open (whole seconds, >= 1).
     keep_alive: float = 30.0

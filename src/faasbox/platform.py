@@ -97,6 +97,7 @@ class Platform:
             self.metrics,
             retry_base=settings.async_retry_base,
             exists=self._function_exists,
+            drain=settings.drain_timeout,
         )
 
     async def start(self) -> None:

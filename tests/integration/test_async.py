@@ -411,3 +411,50 @@ def test_queue_full_is_429(tmp_path: Path) -> None:
             )
     finally:
         s.stop()
+
+
+SLEEPS = """
+import time
+
+def handle(event, context):
+    time.sleep(float(event.query["sleep"]))
+    return f"slept at attempt {context.attempt}"
+"""
+
+
+def test_a_graceful_stop_lets_running_calls_finish_within_the_drain_timeout(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM: the dispatcher claims nothing more and gives running calls
+    ``--drain-timeout`` to finish; one that does is recorded and never runs again, one that
+    does not is stopped and runs again after the restart as attempt 2."""
+    data = tmp_path / "data"
+    s = Server(data, *RETRY, "--drain-timeout", "2s").start()
+    try:
+        with s.client() as c:
+            for name in ("as-drain-short", "as-drain-long"):
+                deploy(c, name, SLEEPS, labels={"com.openfaas.scale.max": "2"})
+            short = submit(c, "as-drain-short?sleep=0.8")
+            long = submit(c, "as-drain-long?sleep=5")
+
+            def state(call_id: str) -> str:
+                return str(c.get(f"/system/activations/{call_id}").json().get("state"))
+
+            wait_for(lambda: state(short) == "running" and state(long) == "running")
+        started = time.monotonic()
+        s.stop()
+        took = time.monotonic() - started
+        assert 0.5 < took < 4.5, took  # waited for the short one, not for the long one
+        assert any("waiting up to 2s for 2 running" in line for line in s.output), s.output
+    finally:
+        s.stop()
+    again = Server(data, *RETRY).start()
+    try:
+        with again.client() as c:
+            rec = finished(c, short)
+            assert rec["state"] == "succeeded" and rec["async"]["attempt"] == 1
+            assert [a["statusCode"] for a in rec["async"]["attempts"]] == [200]
+            rec = finished(c, long, timeout=30)
+            assert rec["state"] == "succeeded" and rec["async"]["attempt"] == 2
+    finally:
+        again.stop()

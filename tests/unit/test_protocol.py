@@ -41,8 +41,9 @@ def test_frames_in_chunks_of_any_size_decode_whole_and_as_bytes() -> None:
     frames = [({"t": "res", "id": i}, bytes([i % 256]) * (i * 37 % 300)) for i in range(60)]
     data = b"".join(encode(h, b) for h, b in frames)
     rng = random.Random(4)
+    got: list[tuple[dict, bytes]] = []
     for _ in range(50):
-        got: list[tuple[dict, bytes]] = []
+        got.clear()
         dec = FrameDecoder(lambda h, b: got.append((h, b)), max_body=1000)
         pos = 0
         while pos < len(data):

@@ -111,6 +111,14 @@ def up(
             help="How long an X-Idempotency-Key names its first asynchronous call (e.g. 24h).",
         ),
     ] = "24h",
+    drain_timeout: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="On shutdown, how long running asynchronous invocations may take to finish; "
+            "those still running then run again after the restart (0: stop them at once).",
+        ),
+    ] = "10s",
     keep_alive: Annotated[
         str,
         typer.Option(
@@ -146,6 +154,7 @@ def up(
         retry_base = parse_duration(async_retry_delay)
         window = parse_duration(idempotency_window)
         idle = parse_duration(keep_alive)
+        drain = parse_duration(drain_timeout)
         if idle < 1:
             raise FaasboxError(f"--keep-alive {keep_alive}: use at least 1s")
     except FaasboxError as exc:
@@ -180,6 +189,7 @@ def up(
         async_retry_base=retry_base,
         idempotency_window=window,
         keep_alive=idle,
+        drain_timeout=drain,
     )
 
     async def ready(url: str) -> None:

@@ -147,6 +147,7 @@ class Dispatcher:
         retry_base: float = 1.0,
         max_inflight: int = 256,
         exists: Callable[[str], Awaitable[bool]] | None = None,
+        drain: float = 10.0,
     ) -> None:
         self.queue = queue
         self.pools = pools
@@ -154,6 +155,8 @@ class Dispatcher:
         self.metrics = metrics
         self.retry_base = retry_base
         self.max_inflight = max_inflight
+        # On close, how long the calls running then may take to finish.
+        self.drain = drain
         # Whether a function without a pool still exists (being built): its queued calls
         # wait; those of a removed one are dead-lettered (``_orphans``).
         self._exists = exists
@@ -162,6 +165,8 @@ class Dispatcher:
         self._inflight: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._background = Background()
+        # The runs in flight (``_execute``), which ``close`` lets finish.
+        self._runs: set[asyncio.Future[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._callbacks = asyncio.Semaphore(16)
         self._http: httpx.AsyncClient | None = None
@@ -181,10 +186,26 @@ class Dispatcher:
         self._loop_task = asyncio.ensure_future(self._run())
 
     async def close(self) -> None:
+        """Stop claiming calls, give the ones running up to ``drain`` seconds to finish
+        (and record how they ended), then stop the rest: those run again after the next
+        start, with ``context.attempt`` one higher."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        if self._runs and self.drain > 0:
+            log.warning(
+                "waiting up to %gs for %d running asynchronous invocation(s) to finish",
+                self.drain,
+                len(self._runs),
+            )
+            _, left = await asyncio.wait(set(self._runs), timeout=self.drain)
+            if left:
+                log.warning(
+                    "stopping %d asynchronous invocation(s) still running: they run again "
+                    "after the restart",
+                    len(left),
+                )
         self._background.cancel_all()
         if self._http is not None:
             await self._http.aclose()
@@ -227,7 +248,9 @@ class Dispatcher:
                 tasks = await self.queue.claim(now, room) if room else []
                 for task in tasks:
                     self._inflight[task.function] += 1
-                    self._background.spawn(self._execute(task))
+                    run = self._background.spawn(self._execute(task))
+                    self._runs.add(run)
+                    run.add_done_callback(self._runs.discard)
                 if tasks:
                     continue  # there may be more, and room for them
                 due = await self.queue.next_due()
