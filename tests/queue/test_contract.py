@@ -226,3 +226,28 @@ async def test_many_concurrent_puts_are_all_stored(queue: TaskQueue) -> None:
     assert all(stored for _, stored in results) and queue.size() == 300
     got = await queue.claim(time.time(), {"f0": 1000, "f1": 1000, "f2": 1000})
     assert sorted(t.call_id for t in got) == sorted(t.call_id for t in tasks)
+
+
+async def test_finish_and_retry_claim_the_functions_next_tasks_in_the_same_step(
+    queue: TaskQueue,
+) -> None:
+    """``claim_next``: what ``claim`` would hand out for the same function, oldest due
+    first, never the task just queued again for later, never another function's."""
+    mine = [_task("f") for _ in range(4)]
+    other = _task("g")
+    for t in [*mine, other]:
+        await queue.put(t)
+    [first] = await queue.claim(time.time(), {"f": 1})
+    assert first.call_id == mine[0].call_id
+    [second] = await queue.finish(first.call_id, SUCCEEDED, _outcome(1, 200), None, claim_next=1)
+    assert second.call_id == mine[1].call_id and second.attempt == 1
+    st = await queue.status(second.call_id)
+    assert st is not None and st.state == RUNNING
+    got = await queue.retry(second.call_id, _outcome(1), time.time() + 3600, claim_next=5)
+    assert [t.call_id for t in got] == [t.call_id for t in mine[2:]]  # not itself: not due
+    assert await queue.finish(got[0].call_id, FAILED, _outcome(1, 400), None) == []
+    assert await queue.finish(got[1].call_id, SUCCEEDED, None, None, claim_next=3) == []
+    assert await queue.finish(IDS.new(), SUCCEEDED, None, None, claim_next=3) == []
+    [g] = await queue.claim(time.time(), {"g": 1})
+    assert g.call_id == other.call_id  # still there for its own claim
+    assert queue.size() == 2  # the retried one and g

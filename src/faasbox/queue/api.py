@@ -13,7 +13,9 @@ Behaviour every queue has:
 - A task is ``queued`` until ``claim`` hands it out (due tasks only, oldest due first, at
   most ``room[function]`` per function); it is then ``running`` with its attempt counted.
   ``finish`` ends it (``succeeded``, ``failed`` or ``dead``), ``retry`` queues it again
-  for a later time. Every attempt's outcome is kept with the task.
+  for a later time. Every attempt's outcome is kept with the task. Both can claim the
+  function's next due tasks in the same step (``claim_next``), so that a worker that
+  ends one call starts the next with one durable write instead of two.
 - ``recover`` (at start) queues again every task a crashed process left ``running``:
   delivery is at least once, and a task runs again only if it was running at the crash.
 - ``redrive`` queues dead tasks again with a fresh retry budget, their history kept.
@@ -148,13 +150,25 @@ class TaskQueue(Protocol):
         function ``f``, now ``running`` with ``attempt`` counted."""
         ...
 
-    async def retry(self, call_id: str, outcome: Attempt, next_at: float) -> None: ...
+    async def retry(
+        self, call_id: str, outcome: Attempt, next_at: float, *, claim_next: int = 0
+    ) -> list[Task]:
+        """Queue a running task again, due at ``next_at``; and, in the same step, claim up
+        to ``claim_next`` due tasks of its function as ``claim`` would."""
+        ...
 
     async def finish(
-        self, call_id: str, state: str, outcome: Attempt | None, response: Response | None
-    ) -> None:
+        self,
+        call_id: str,
+        state: str,
+        outcome: Attempt | None,
+        response: Response | None,
+        *,
+        claim_next: int = 0,
+    ) -> list[Task]:
         """End a task (``state`` in ``FINAL``). With a callback URL, ``response`` is kept
-        until ``callback_done``."""
+        until ``callback_done``. In the same step, claim up to ``claim_next`` due tasks
+        of its function as ``claim`` would (none for a task that is not found)."""
         ...
 
     async def callback_done(self, call_id: str, delivered: bool) -> None: ...

@@ -167,6 +167,7 @@ class Dispatcher:
         self._background = Background()
         # The runs in flight (``_execute``), which ``close`` lets finish.
         self._runs: set[asyncio.Future[Any]] = set()
+        self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
         self._callbacks = asyncio.Semaphore(16)
         self._http: httpx.AsyncClient | None = None
@@ -189,6 +190,7 @@ class Dispatcher:
         """Stop claiming calls, give the ones running up to ``drain`` seconds to finish
         (and record how they ended), then stop the rest: those run again after the next
         start, with ``context.attempt`` one higher."""
+        self._closing = True
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -308,10 +310,17 @@ class Dispatcher:
 
     # -- one run -----------------------------------------------------------------------------
     async def _execute(self, task: Task) -> None:
+        """Run ``task``, then, in the same slot, the calls of its function claimed when it
+        was recorded, as long as there are any."""
+        current = task
         try:
-            await self._attempt(task)
+            while True:
+                claimed = await self._attempt(current)
+                if not claimed:
+                    break
+                current = claimed[0]
         except Exception:
-            log.exception("asynchronous invocation call_id=%s failed to record", task.call_id)
+            log.exception("asynchronous invocation call_id=%s failed to record", current.call_id)
         finally:
             left = self._inflight[task.function] - 1
             if left > 0:
@@ -320,7 +329,17 @@ class Dispatcher:
                 self._inflight.pop(task.function, None)
             self._wake.set()
 
-    async def _attempt(self, task: Task) -> None:
+    def _next_room(self, function: str) -> int:
+        """How many more calls of ``function`` the slot ending a call may take on: one,
+        unless the dispatcher is stopping or synchronous callers wait for the function."""
+        if self._closing:
+            return 0
+        pool = self.pools.get(function)
+        return 0 if pool is None or pool.waiting else 1
+
+    async def _attempt(self, task: Task) -> list[Task]:
+        """Run ``task`` once and record how it ended; returns the calls of its function
+        claimed in the same write (see ``_next_room``)."""
         name = task.function
         start, t0 = time.time(), time.perf_counter()
         pool = self.pools.get(name)
@@ -348,7 +367,9 @@ class Dispatcher:
             delay = backoff(task.attempt - task.budget_from, self.retry_base)
             if not task.expired(time.time() + delay):
                 self.stats.retries[name] += 1
-                await self.queue.retry(task.call_id, attempt, time.time() + delay)
+                claimed = await self.queue.retry(
+                    task.call_id, attempt, time.time() + delay, claim_next=self._next_room(name)
+                )
                 log.info(
                     "asynchronous invocation will retry call_id=%s function=%s attempt=%d "
                     "status=%d in=%.2fs",
@@ -359,7 +380,7 @@ class Dispatcher:
                     delay,
                 )
                 self._wake.set()
-                return
+                return claimed
             state = DEAD
         else:
             state = DEAD
@@ -374,11 +395,14 @@ class Dispatcher:
             )
         self.stats.finished[(name, state)] += 1
         keep = response if task.callback_url else None
-        await self.queue.finish(task.call_id, state, attempt, keep)
+        claimed = await self.queue.finish(
+            task.call_id, state, attempt, keep, claim_next=self._next_room(name)
+        )
         if task.callback_url:
             self._background.spawn(
                 self._callback(task.call_id, task.callback_url, name, response, duration)
             )
+        return claimed
 
     def _record(
         self, task: Task, outcome: Invocation | FaasboxError, start: float, duration: float

@@ -266,37 +266,41 @@ class SqliteQueue:
         def op(db: sqlite3.Connection) -> list[Task]:
             tasks: list[Task] = []
             for function, n in wanted.items():
-                rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM tasks WHERE state = 'queued' AND function = ? "
-                    "AND next_at <= ? ORDER BY next_at LIMIT ?",
-                    (function, now, n),
-                ).fetchall()
-                for row in rows:
-                    db.execute(
-                        "UPDATE tasks SET state = 'running', attempt = attempt + 1 WHERE seq = ?",
-                        (row[0],),
-                    )
-                    tasks.append(_task(row, attempt=row[11] + 1))
+                tasks += _claim(db, function, now, n)
             return tasks
 
         return await self._w.submit(op)
 
-    async def retry(self, call_id: str, outcome: Attempt, next_at: float) -> None:
+    async def retry(
+        self, call_id: str, outcome: Attempt, next_at: float, *, claim_next: int = 0
+    ) -> list[Task]:
         seq = CallIds.seq(call_id)
         attempt = orjson.dumps(_attempt(outcome)).decode()
 
-        def op(db: sqlite3.Connection) -> None:
+        def op(db: sqlite3.Connection) -> list[Task]:
+            row = db.execute(
+                "SELECT function FROM tasks WHERE seq = ? AND call_id = ?", (seq, call_id)
+            ).fetchone()
+            if row is None:
+                return []
             db.execute(
                 "UPDATE tasks SET state = 'queued', next_at = ?, "
-                "attempts = json_insert(attempts, '$[#]', json(?)) WHERE seq = ? AND call_id = ?",
-                (next_at, attempt, seq, call_id),
+                "attempts = json_insert(attempts, '$[#]', json(?)) WHERE seq = ?",
+                (next_at, attempt, seq),
             )
+            return _claim(db, row[0], time.time(), claim_next) if claim_next > 0 else []
 
-        await self._w.submit(op)
+        return await self._w.submit(op)
 
     async def finish(
-        self, call_id: str, state: str, outcome: Attempt | None, response: Response | None
-    ) -> None:
+        self,
+        call_id: str,
+        state: str,
+        outcome: Attempt | None,
+        response: Response | None,
+        *,
+        claim_next: int = 0,
+    ) -> list[Task]:
         if state not in FINAL:
             raise ValueError(f"{state!r} is not a final state")
         seq = CallIds.seq(call_id)
@@ -304,13 +308,13 @@ class SqliteQueue:
         blob = _pack_response(response) if response is not None else None
         keep_body = state == DEAD  # a dead task may be redriven
 
-        def op(db: sqlite3.Connection) -> str | None:
+        def op(db: sqlite3.Connection) -> tuple[str | None, list[Task]]:
             row = db.execute(
                 "SELECT function, state, callback_url FROM tasks WHERE seq = ? AND call_id = ?",
                 (seq, call_id),
             ).fetchone()
             if row is None:
-                return None
+                return None, []
             callback = "pending" if row[2] and blob is not None else ""
             db.execute(
                 "UPDATE tasks SET state = ?, finished_at = ?, callback_state = ?, response = ?, "
@@ -334,11 +338,13 @@ class SqliteQueue:
                     "(SELECT max(seq) FROM tasks) - ? AND callback_state != 'pending'",
                     (KEEP_FINISHED,),
                 )
-            return str(row[0]) if row[1] in (QUEUED, RUNNING) else None
+            claimed = _claim(db, row[0], time.time(), claim_next) if claim_next > 0 else []
+            return (str(row[0]) if row[1] in (QUEUED, RUNNING) else None), claimed
 
-        function = await self._w.submit(op)
+        function, claimed = await self._w.submit(op)
         if function is not None:
             self._forget(function)
+        return claimed
 
     def _forget(self, function: str, n: int = 1) -> None:
         left = self._unfinished[function] - n
@@ -497,6 +503,20 @@ class SqliteQueue:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._w.close)
+
+
+def _claim(db: sqlite3.Connection, function: str, now: float, n: int) -> list[Task]:
+    """Up to ``n`` due queued tasks of ``function``, oldest due first, now running."""
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM tasks WHERE state = 'queued' AND function = ? "
+        "AND next_at <= ? ORDER BY next_at LIMIT ?",
+        (function, now, n),
+    ).fetchall()
+    for row in rows:
+        db.execute(
+            "UPDATE tasks SET state = 'running', attempt = attempt + 1 WHERE seq = ?", (row[0],)
+        )
+    return [_task(row, attempt=row[11] + 1) for row in rows]
 
 
 def _task(row: tuple[Any, ...], *, attempt: int) -> Task:
