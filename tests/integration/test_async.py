@@ -260,7 +260,7 @@ def test_a_call_that_never_gets_to_run_expires_and_its_callback_says_so(
         calls = [pool.submit(sync_call)]
         wait_for(lambda: _inflight(client, "as-busy"))
         calls.append(pool.submit(sync_call))
-        time.sleep(0.3)
+        wait_for(lambda: _function(client, "as-busy")["waiting"])
         stuck = submit(client, "as-busy", headers={"X-Callback-Url": receiver.url})
         rec = finished(client, stuck, timeout=20)
         assert [c.result() for c in calls] == [200, 200]
@@ -271,9 +271,13 @@ def test_a_call_that_never_gets_to_run_expires_and_its_callback_says_so(
     assert json.loads(cb["body"])["error"]["code"] == "expired"
 
 
+def _function(client: httpx.Client, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = client.get(f"/system/function/{name}").json()
+    return status
+
+
 def _inflight(client: httpx.Client, name: str) -> bool:
-    status = next(f for f in client.get("/system/functions").json() if f["name"] == name)
-    return bool(status.get("inflight"))
+    return bool(_function(client, name)["inflight"])
 
 
 def test_queued_calls_of_a_removed_function_become_dead_letters(
@@ -287,7 +291,7 @@ def test_queued_calls_of_a_removed_function_become_dead_letters(
     )
     submit(client, "as-removed")
     waiting = submit(client, "as-removed", headers={"X-Callback-Url": receiver.url})
-    time.sleep(0.3)
+    wait_for(lambda: _inflight(client, "as-removed"))  # one runs, the other waits
     r = client.request("DELETE", "/system/functions", json={"functionName": "as-removed"})
     assert r.status_code < 300, r.text
     # Within the 5 s sweep, not after the call's maximum age (6 h by default).
@@ -359,7 +363,7 @@ def handle(event, context):
     deploy(client, "as-fair", slow, labels={"com.openfaas.scale.max": "1", "faasbox.prefetch": "0"})
     assert client.get("/function/as-fair").status_code == 200  # warm
     ids = [submit(client, "as-fair") for _ in range(10)]
-    time.sleep(0.1)  # the first queued call is running now
+    wait_for(lambda: _inflight(client, "as-fair"))  # the first queued call is running now
     t0 = time.monotonic()
     r = client.get("/function/as-fair")
     waited = time.monotonic() - t0

@@ -335,16 +335,18 @@ class Replica(asyncio.Protocol):
         # The runtime is stuck in the handler: it cannot be trusted with another call.
         self._background.spawn(self.destroy("timed out"))
 
-    def _write(self, data: bytes) -> None:
+    def _connected(self) -> asyncio.Transport:
         if self._transport is None or self._transport.is_closing():
             raise ReplicaFailed(f"replica {self.id} is not connected")
-        self._transport.write(data)
+        return self._transport
+
+    def _write(self, data: bytes) -> None:
+        self._connected().write(data)
 
     def _send(self, frame: bytes) -> None:
         """Queue a call's frame; the frames queued during one turn of the event loop go to
         the runtime in one write (one wake-up of the replica instead of one per call)."""
-        if self._transport is None or self._transport.is_closing():
-            raise ReplicaFailed(f"replica {self.id} is not connected")
+        self._connected()
         out = self._out
         out.append(frame)
         if len(out) == 1:

@@ -314,11 +314,8 @@ class Dispatcher:
         was recorded, as long as there are any."""
         current = task
         try:
-            while True:
-                claimed = await self._attempt(current)
-                if not claimed:
-                    break
-                current = claimed[0]
+            while claimed := await self._attempt(current):
+                [current] = claimed  # one at most: see _next_room
         except Exception:
             log.exception("asynchronous invocation call_id=%s failed to record", current.call_id)
         finally:

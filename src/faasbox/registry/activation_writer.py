@@ -3,14 +3,16 @@
 Storing a record costs a few microseconds of CPU; at thousands of calls a second, done in
 the gateway's process (even in a worker thread), it takes CPU and the GIL from the event
 loop that serves every call. So the gateway only serializes each batch (orjson, C speed)
-and hands it to this writer through a pipe; the writer inserts it (80 rows a statement)
-and answers one byte per batch once it is committed, which is what ``flush`` waits for.
+and hands it to this writer through a pipe in frames; the writer inserts each frame (one
+statement) and answers one byte per frame once it is committed, which is what ``flush``
+waits for.
 
 Run as ``python -m faasbox.registry.activation_writer DB MAX_ROWS``. Frames on stdin:
 ``<I`` length, then an orjson list of at most ``FRAME_ROWS`` activation rows
-(``registry.api.ActivationRow``), each committed, answered with one byte and followed by a
-``sched_yield``; the writer exits at end of input. It runs at nice 10, so that the replicas and the
-gateway, woken by a call, take the CPU from it at once. If it cannot be started or dies,
+(``registry.api.ActivationRow``), each committed, answered with one byte and followed by
+a ``sched_yield``; the writer exits at end of input. It runs at nice 10 (SCHED_IDLE while
+it keeps up), so that the replicas and the gateway, woken by a call, take the CPU from it
+at once. If it cannot be started or dies,
 the store writes in a worker thread instead (``SqliteStore``) and says so in the log.
 """
 

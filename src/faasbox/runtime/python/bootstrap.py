@@ -293,13 +293,16 @@ def _unquote_plus(s: str) -> str:
     return out.decode("utf-8", "replace")
 
 
+_TEXT = "text/plain; charset=utf-8"
+
+
 def _to_body(value: Any) -> tuple[bytes, str]:
     if value is None:
         return b"", ""
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value), "application/octet-stream"
     if isinstance(value, str):
-        return value.encode("utf-8"), "text/plain; charset=utf-8"
+        return value.encode("utf-8"), _TEXT
     import json
 
     return json.dumps(value, separators=(",", ":"), default=str).encode(), "application/json"
@@ -308,7 +311,7 @@ def _to_body(value: Any) -> tuple[bytes, str]:
 def to_response(result: Any) -> tuple[int, list[list[str]], bytes]:
     """Map a handler's return value to (status, headers, body); see docs/handlers.md."""
     if type(result) is str:  # the commonest answer, first
-        return 200, [["content-type", "text/plain; charset=utf-8"]], result.encode("utf-8")
+        return 200, [["content-type", _TEXT]], result.encode("utf-8")
     if isinstance(result, dict) and "statusCode" in result:
         status = int(result["statusCode"])
         raw = result.get("body")
